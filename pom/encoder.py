@@ -1,0 +1,349 @@
+"""A Conformer encoder whose token mixer is chosen in YAML.
+
+Each layer is SpeechBrain's pre-norm Conformer block (macaron feed-forwards,
+convolution module, final LayerNorm) built from SpeechBrain's own pieces, with
+the multi-head attention replaced by any mixer of :mod:`pom.mixers`:
+
+.. math::
+
+    x &\\leftarrow x + \\tfrac12 \\mathrm{FFN}_1(x) \\\\
+    x &\\leftarrow x + \\mathrm{Mixer}(\\mathrm{LN}(x), \\mathrm{pad}) \\\\
+    x &\\leftarrow x + \\mathrm{Conv}(x, \\mathrm{pad}) \\\\
+    x &\\leftarrow \\mathrm{LN}\\big(x + \\tfrac12 \\mathrm{FFN}_2(x)\\big)
+
+:class:`MixerConformerEncoder` has the call and outputs of SpeechBrain's
+``ConformerEncoder`` (``forward(src, src_mask, src_key_padding_mask, pos_embs,
+dynchunktrain_config) -> (output, attention_list)``) and, with the
+``relposmhaxl`` mixer, the same parameters under the same names but for
+``mha_layer`` -> ``mixer.attention`` (see
+:func:`convert_speechbrain_conformer_state_dict`). One deliberate difference:
+padded frames are zeroed *before* the depthwise convolution, so valid frames
+near the end of a short utterance never read padded frames (SpeechBrain only
+zeroes the convolution's output). Without padding both give the same output.
+The attention list holds ``None`` per layer: no ``[B, T, T]`` map is kept.
+
+:class:`MixerEncoder` is the pre-training encoder body that sits after the CNN
+front end: ``Linear(input_size, d_model)`` + dropout, optional absolute
+sinusoidal positions, then :class:`MixerConformerEncoder`. It plays the role of
+SpeechBrain's ``EncoderWrapper(TransformerASR(...))`` in the BEST-RQ recipe.
+
+Example
+-------
+>>> import torch
+>>> enc = MixerEncoder(input_size=40, d_model=32, num_layers=2, d_ffn=64,
+...                    mixer="pom", mixer_options={"degree": 2, "expansion": 2},
+...                    kernel_size=7, positional_encoding="fixed_abs_sine")
+>>> enc(torch.randn(3, 20, 40), wav_lens=torch.tensor([1.0, 0.8, 0.5])).shape
+torch.Size([3, 20, 32])
+"""
+
+import functools
+import math
+
+import torch
+import torch.nn as nn
+from speechbrain.lobes.models.transformer.Conformer import ConvolutionModule
+from speechbrain.nnet.activations import Swish
+from speechbrain.nnet.attention import PositionalwiseFeedForward
+from speechbrain.nnet.normalization import LayerNorm
+
+from pom.mixers import build_mixer, lengths_to_padding_mask
+from pom.mixers.attention import relative_position_encoder
+
+
+class MaskedConvolutionModule(ConvolutionModule):
+    """SpeechBrain's Conformer ``ConvolutionModule`` that also zeroes padded
+    frames before the depthwise convolution (same parameters, same names).
+
+    Example
+    -------
+    >>> conv = MaskedConvolutionModule(8, kernel_size=3)
+    >>> conv(torch.randn(2, 5, 8), torch.zeros(2, 5, 1, dtype=torch.bool)).shape
+    torch.Size([2, 5, 8])
+    """
+
+    def forward(self, x, mask=None, dynchunktrain_config=None):
+        """``mask`` is ``[B, T, 1]``, True at padded frames, as in SpeechBrain."""
+        if mask is None or dynchunktrain_config is not None:
+            return super().forward(x, mask, dynchunktrain_config=dynchunktrain_config)
+        out = self.bottleneck(self.layer_norm(x).transpose(1, 2))
+        out = out.masked_fill(mask.transpose(1, 2), 0.0)
+        out = self.conv(out)
+        if self.causal:
+            out = out[..., : -self.padding]
+        out = self.after_conv(out.transpose(1, 2))
+        return out.masked_fill(mask, 0.0)
+
+
+def _feed_forward(d_model, d_ffn, dropout, activation):
+    return nn.Sequential(
+        nn.LayerNorm(d_model),
+        PositionalwiseFeedForward(d_ffn=d_ffn, input_size=d_model, dropout=dropout, activation=activation),
+        nn.Dropout(dropout),
+    )
+
+
+class MixerConformerLayer(nn.Module):
+    """One pre-norm Conformer block around a token mixer.
+
+    Arguments
+    ---------
+    d_model : int
+        Feature size.
+    d_ffn : int
+        Hidden size of the two feed-forward modules.
+    mixer : torch.nn.Module
+        The token mixer (``mixer(x, padding_mask)``).
+    kernel_size : int
+        Depthwise convolution kernel size.
+    activation : type
+        Activation class of the feed-forwards and the convolution module.
+    bias : bool
+        Biases in the convolution module.
+    dropout : float
+        Dropout of the feed-forwards and convolution module.
+    causal : bool
+        Causal convolution.
+    """
+
+    def __init__(self, d_model, d_ffn, mixer, kernel_size=31, activation=Swish, bias=True, dropout=0.0, causal=False):
+        super().__init__()
+        self.ffn_module1 = _feed_forward(d_model, d_ffn, dropout, activation)
+        self.mixer = mixer
+        self.convolution_module = MaskedConvolutionModule(d_model, kernel_size, bias, activation, dropout, causal=causal)
+        self.ffn_module2 = _feed_forward(d_model, d_ffn, dropout, activation)
+        self.norm1 = LayerNorm(d_model)
+        self.norm2 = LayerNorm(d_model)
+
+    def forward(self, x, src_mask=None, src_key_padding_mask=None, pos_embs=None, dynchunktrain_config=None):
+        """Same call as SpeechBrain's ``ConformerEncoderLayer``; returns ``(x, None)``."""
+        conv_mask = None if src_key_padding_mask is None else src_key_padding_mask.unsqueeze(-1)
+        x = x + 0.5 * self.ffn_module1(x)
+        extra = {}
+        if getattr(self.mixer, "needs_pos_embs", False):
+            extra["pos_embs"] = pos_embs
+        if src_mask is not None:
+            extra["attn_mask"] = src_mask
+        x = x + self.mixer(self.norm1(x), padding_mask=src_key_padding_mask, **extra)
+        x = x + self.convolution_module(x, conv_mask, dynchunktrain_config=dynchunktrain_config)
+        x = self.norm2(x + 0.5 * self.ffn_module2(x))
+        return x, None
+
+
+def _mixer_factories(mixer, mixer_options, num_layers, causal):
+    """Turns the YAML ``mixer`` value into one builder ``f(d_model)`` per layer."""
+    options = dict(mixer_options or {})
+    if causal:
+        options.setdefault("causal", True)
+
+    def one(spec, where):
+        if isinstance(spec, str):
+            return functools.partial(build_mixer, spec, **options)
+        if isinstance(spec, nn.Module):
+            return lambda d_model: spec
+        if callable(spec):
+            return lambda d_model: spec(d_model=d_model, **options)
+        raise ValueError(
+            f"{where}: expected a mixer name, a class or factory (YAML !name:), or a module; got {type(spec).__name__}"
+        )
+
+    if isinstance(mixer, (list, tuple)):
+        if len(mixer) != num_layers:
+            raise ValueError(f"mixer: a per-layer list must have num_layers={num_layers} entries, got {len(mixer)}")
+        if len({id(m) for m in mixer if isinstance(m, nn.Module)}) < sum(isinstance(m, nn.Module) for m in mixer):
+            raise ValueError("mixer: the same module instance appears twice in the per-layer list (shared weights)")
+        return [one(spec, f"mixer[{i}]") for i, spec in enumerate(mixer)]
+    if isinstance(mixer, nn.Module):
+        if num_layers > 1:
+            raise ValueError(
+                "mixer: one module instance cannot serve several layers (its weights would be shared); "
+                "give a mixer name, a class or factory (YAML !name:), or a per-layer list"
+            )
+        return [one(mixer, "mixer")]
+    return [one(mixer, "mixer")] * num_layers
+
+
+class MixerConformerEncoder(nn.Module):
+    """Conformer encoder with a YAML-chosen token mixer; drop-in for SpeechBrain's ``ConformerEncoder``.
+
+    Arguments
+    ---------
+    num_layers : int
+        Number of Conformer blocks.
+    d_model : int
+        Feature size.
+    d_ffn : int
+        Feed-forward hidden size.
+    mixer : str, callable, torch.nn.Module or list
+        A registry name (see :data:`pom.mixers.MIXERS`), a class or ``!name:``
+        factory called as ``f(d_model=..., **mixer_options)``, or a per-layer list.
+    mixer_options : dict
+        Keyword options of the mixer (e.g. ``{degree: 2, expansion: 2}``).
+    kernel_size : int
+        Depthwise convolution kernel size.
+    activation : type
+        Activation class.
+    bias : bool
+        Convolution biases.
+    dropout : float
+        Dropout.
+    causal : bool
+        Causal convolutions and (``causal=True`` is passed to) causal mixers.
+    layerdrop_prob : float
+        Probability of skipping a layer in training.
+    output_hidden_states : bool
+        Also return every layer's output, as SpeechBrain does.
+    """
+
+    def __init__(
+        self,
+        num_layers,
+        d_model,
+        d_ffn,
+        mixer="relposmhaxl",
+        mixer_options=None,
+        kernel_size=31,
+        activation=Swish,
+        bias=True,
+        dropout=0.0,
+        causal=False,
+        layerdrop_prob=0.0,
+        output_hidden_states=False,
+    ):
+        super().__init__()
+        factories = _mixer_factories(mixer, mixer_options, num_layers, causal)
+        self.layers = nn.ModuleList(
+            MixerConformerLayer(d_model, d_ffn, make(d_model), kernel_size, activation, bias, dropout, causal)
+            for make in factories
+        )
+        self.norm = LayerNorm(d_model, eps=1e-6)
+        self.layerdrop_prob = layerdrop_prob
+        self.output_hidden_states = output_hidden_states
+        needs_pos = any(getattr(layer.mixer, "needs_pos_embs", False) for layer in self.layers)
+        self.pos_encoder = relative_position_encoder(d_model) if needs_pos else None
+
+    def forward(self, src, src_mask=None, src_key_padding_mask=None, pos_embs=None, dynchunktrain_config=None):
+        """``src`` ``[B, T, d_model]``, ``src_key_padding_mask`` ``[B, T]`` True at padded frames."""
+        if pos_embs is None and self.pos_encoder is not None:
+            pos_embs = self.pos_encoder(src)
+        if self.training and self.layerdrop_prob > 0.0:
+            keep = torch.rand(len(self.layers)) > self.layerdrop_prob
+        else:
+            keep = [True] * len(self.layers)
+        output = src
+        attention_lst, hidden_states = [], [src]
+        for layer, kept in zip(self.layers, keep):
+            if not kept:
+                continue
+            output, attention = layer(
+                output,
+                src_mask=src_mask,
+                src_key_padding_mask=src_key_padding_mask,
+                pos_embs=pos_embs,
+                dynchunktrain_config=dynchunktrain_config,
+            )
+            attention_lst.append(attention)
+            hidden_states.append(output)
+        output = self.norm(output)
+        if self.output_hidden_states:
+            return output, attention_lst, hidden_states
+        return output, attention_lst
+
+
+def convert_speechbrain_conformer_state_dict(state_dict):
+    """Renames a SpeechBrain ``ConformerEncoder`` state dict (``mha_layer``) to
+    :class:`MixerConformerEncoder` names (``mixer.attention``), so SpeechBrain
+    checkpoints load into the ``relposmhaxl`` (or ``regularMHA``-free) encoder.
+
+    Example
+    -------
+    >>> convert_speechbrain_conformer_state_dict({"layers.0.mha_layer.in_proj": 1})
+    {'layers.0.mixer.attention.in_proj': 1}
+    """
+    return {k.replace(".mha_layer.", ".mixer.attention."): v for k, v in state_dict.items()}
+
+
+def sinusoidal_positions(length, d_model, device=None, dtype=torch.float32):
+    """Absolute sinusoidal positions ``PE[t, 2i] = sin(t / 10000^{2i/d})``,
+    ``PE[t, 2i+1] = cos(t / 10000^{2i/d})`` of shape ``[1, length, d_model]``,
+    computed for any length (no maximum).
+
+    Example
+    -------
+    >>> sinusoidal_positions(3, 4)[0, 0]
+    tensor([0., 1., 0., 1.])
+    """
+    positions = torch.arange(length, device=device, dtype=torch.float32).unsqueeze(1)
+    inv_freq = torch.exp(torch.arange(0, d_model, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / d_model))
+    pe = torch.zeros(length, d_model, device=device, dtype=torch.float32)
+    pe[:, 0::2] = torch.sin(positions * inv_freq)
+    pe[:, 1::2] = torch.cos(positions * inv_freq)[:, : d_model // 2]
+    return pe.unsqueeze(0).to(dtype)
+
+
+class MixerEncoder(nn.Module):
+    """Projection + positions + :class:`MixerConformerEncoder`: the body of a
+    BEST-RQ / CTC encoder after SpeechBrain's CNN front end.
+
+    Arguments
+    ---------
+    input_size : int
+        Size of the incoming features (640 after the BEST-RQ CNN front end).
+    d_model, num_layers, d_ffn, mixer, mixer_options, kernel_size, activation, dropout, causal, layerdrop_prob :
+        As in :class:`MixerConformerEncoder` (``activation`` defaults to GELU, ``dropout`` to 0.1).
+    positional_encoding : str or None
+        ``"fixed_abs_sine"`` adds absolute sinusoidal positions to the projected
+        input (the PoM authors' choice); ``None`` adds nothing (relative-position
+        mixers bring their own).
+    """
+
+    POSITIONAL_ENCODINGS = (None, "fixed_abs_sine")
+
+    def __init__(
+        self,
+        input_size,
+        d_model,
+        num_layers,
+        d_ffn,
+        mixer,
+        mixer_options=None,
+        kernel_size=31,
+        activation=nn.GELU,
+        dropout=0.1,
+        positional_encoding=None,
+        layerdrop_prob=0.0,
+        causal=False,
+    ):
+        super().__init__()
+        if positional_encoding not in self.POSITIONAL_ENCODINGS:
+            raise ValueError(
+                f"positional_encoding: unknown value '{positional_encoding}', expected one of {self.POSITIONAL_ENCODINGS}"
+            )
+        self.d_model = d_model
+        self.positional_encoding = positional_encoding
+        self.input_projection = nn.Sequential(nn.Linear(input_size, d_model), nn.Dropout(dropout))
+        self.encoder = MixerConformerEncoder(
+            num_layers,
+            d_model,
+            d_ffn,
+            mixer=mixer,
+            mixer_options=mixer_options,
+            kernel_size=kernel_size,
+            activation=activation,
+            dropout=dropout,
+            causal=causal,
+            layerdrop_prob=layerdrop_prob,
+        )
+
+    def forward(self, src, wav_lens=None, dynchunktrain_config=None):
+        """``src`` ``[B, T, input_size]``, ``wav_lens`` relative lengths ``[B]``; returns ``[B, T, d_model]``."""
+        if src.dim() == 4:  # SpeechBrain's CNN front end may keep channels separate
+            src = src.reshape(src.shape[0], src.shape[1], -1)
+        x = self.input_projection(src)
+        if self.positional_encoding == "fixed_abs_sine":
+            x = x + sinusoidal_positions(x.shape[1], self.d_model, device=x.device, dtype=x.dtype)
+        padding_mask = None
+        if wav_lens is not None:
+            padding_mask = lengths_to_padding_mask(wav_lens.to(x.device), max_len=x.shape[1])
+        out, _ = self.encoder(x, src_key_padding_mask=padding_mask, dynchunktrain_config=dynchunktrain_config)
+        return out

@@ -1,0 +1,65 @@
+"""Token mixers, all with one interface.
+
+``mixer(x, padding_mask=None) -> y`` with ``x, y: [batch, time, d_model]`` and
+``padding_mask: [batch, time]`` True at padded frames (SpeechBrain's convention).
+
+Pick one in YAML by registry name (``mixer: pom`` plus ``mixer_options``) or by
+class (``mixer: !name:pom.mixers.PolynomialMixer``).
+
+Example
+-------
+>>> import torch
+>>> sorted(MIXERS)[:3]
+['mha', 'pom', 'pom_frequency']
+>>> build_mixer("pom", d_model=8, degree=3)(torch.randn(1, 4, 8)).shape
+torch.Size([1, 4, 8])
+"""
+
+from pom.mixers.attention import MultiHeadAttentionMixer, RelPosMHAXLMixer
+from pom.mixers.masking import lengths_to_padding_mask, masked_mean
+from pom.mixers.polynomial import PolynomialMixer
+from pom.mixers.polynomial_variants import FrequencyAwarePolynomialMixer, SelectivePolynomialMixer
+from pom.mixers.summary_mixing import SummaryMixing
+
+#: Registry of mixer names usable in YAML (``mixer: <name>``).
+MIXERS = {
+    "relposmhaxl": RelPosMHAXLMixer,
+    "mha": MultiHeadAttentionMixer,
+    "summarymixing": SummaryMixing,
+    "pom": PolynomialMixer,
+    "pom_selective": SelectivePolynomialMixer,
+    "pom_frequency": FrequencyAwarePolynomialMixer,
+}
+
+
+def mixer_class(name):
+    """Returns the mixer class registered under ``name`` (case-insensitive),
+    with an error that lists the known names otherwise."""
+    key = str(name).lower()
+    if key not in MIXERS:
+        raise ValueError(f"Unknown mixer '{name}'. Known mixers: {', '.join(sorted(MIXERS))}")
+    return MIXERS[key]
+
+
+def build_mixer(name, d_model, **options):
+    """Builds the mixer registered under ``name`` for feature size ``d_model``."""
+    cls = mixer_class(name)
+    try:
+        return cls(d_model, **options)
+    except TypeError as err:
+        raise ValueError(f"Mixer '{name}' ({cls.__name__}) rejected its options {options}: {err}") from None
+
+
+__all__ = [
+    "MIXERS",
+    "build_mixer",
+    "mixer_class",
+    "masked_mean",
+    "lengths_to_padding_mask",
+    "PolynomialMixer",
+    "SelectivePolynomialMixer",
+    "FrequencyAwarePolynomialMixer",
+    "SummaryMixing",
+    "RelPosMHAXLMixer",
+    "MultiHeadAttentionMixer",
+]

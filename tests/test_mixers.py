@@ -1,0 +1,209 @@
+"""Behaviour of every token mixer behind the common interface (CPU)."""
+
+import pytest
+import torch
+
+from pom.mixers import (
+    MIXERS,
+    FrequencyAwarePolynomialMixer,
+    MultiHeadAttentionMixer,
+    PolynomialMixer,
+    RelPosMHAXLMixer,
+    SelectivePolynomialMixer,
+    SummaryMixing,
+    build_mixer,
+    masked_mean,
+)
+
+D = 24
+
+# name -> constructor for a small instance of every mixer and mode we ship
+FACTORIES = {
+    "pom": lambda **kw: PolynomialMixer(D, degree=2, expansion=2, **kw),
+    "pom_k3": lambda **kw: PolynomialMixer(D, degree=3, expansion=1, **kw),
+    "pom_power_series": lambda **kw: PolynomialMixer(D, degree=3, expansion=2, form="power_series", **kw),
+    "pom_selective": lambda **kw: SelectivePolynomialMixer(D, degree=3, expansion=2, **kw),
+    "pom_frequency2": lambda **kw: FrequencyAwarePolynomialMixer(D, groups=2, **kw),
+    "pom_frequency3": lambda **kw: FrequencyAwarePolynomialMixer(D, groups=3, **kw),
+    "summarymixing": lambda **kw: SummaryMixing(D, local_dim=16, summary_dim=32, **kw),
+    "summarymixing_lite": lambda **kw: SummaryMixing(D, 16, 32, mode="lite", **kw),
+    "summarymixing_fast": lambda **kw: SummaryMixing(D, 16, 32, mode="fast", **kw),
+    "summarymixing_grouped": lambda **kw: SummaryMixing(D, 16, 32, groups=4, **kw),
+    "relposmhaxl": lambda **kw: RelPosMHAXLMixer(D, nhead=4, **kw),
+    "mha": lambda **kw: MultiHeadAttentionMixer(D, nhead=4, **kw),
+}
+LINEAR_TIME = [n for n in FACTORIES if n.startswith(("pom", "summarymixing"))]
+
+
+def make(name, **kw):
+    torch.manual_seed(0)
+    return FACTORIES[name](**kw).eval()
+
+
+def padded_pair(t_short=7, t_long=12, garbage=50.0):
+    """A short utterance alone, and the same one padded (with garbage) in a batch."""
+    torch.manual_seed(1)
+    short = torch.randn(1, t_short, D)
+    long = torch.randn(1, t_long, D)
+    filler = garbage * torch.randn(1, t_long - t_short, D)
+    batch = torch.cat([torch.cat([short, filler], dim=1), long], dim=0)
+    pad = torch.zeros(2, t_long, dtype=torch.bool)
+    pad[0, t_short:] = True
+    return short, batch, pad
+
+
+@pytest.mark.parametrize("name", list(FACTORIES))
+def test_shape_and_gradients_reach_every_parameter(name):
+    mixer = make(name).train()
+    _, batch, pad = padded_pair()
+    batch.requires_grad_(True)
+    out = mixer(batch, pad)
+    assert out.shape == batch.shape
+    (out[~pad] ** 2).sum().backward()
+    for pname, p in mixer.named_parameters():
+        assert p.grad is not None, f"{name}: no gradient for {pname}"
+        assert torch.isfinite(p.grad).all(), f"{name}: non-finite gradient for {pname}"
+        assert p.grad.abs().sum() > 0, f"{name}: zero gradient for {pname}"
+    assert batch.grad[0, 7:].abs().sum() == 0, f"{name}: gradient flows into padded frames"
+
+
+@pytest.mark.parametrize("name", list(FACTORIES))
+def test_padding_invariance(name):
+    """Padded frames (filled with large garbage) never change valid outputs."""
+    mixer = make(name)
+    short, batch, pad = padded_pair()
+    with torch.no_grad():
+        alone = mixer(short)
+        in_batch = mixer(batch, pad)[:1, : short.shape[1]]
+    torch.testing.assert_close(in_batch, alone, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", [n for n in FACTORIES if n != "relposmhaxl"])
+def test_causal_mode_never_reads_the_future(name):
+    mixer = make(name, causal=True)
+    torch.manual_seed(2)
+    x = torch.randn(2, 10, D)
+    y = x.clone()
+    y[:, 6:] = 10 * torch.randn(2, 4, D)
+    with torch.no_grad():
+        torch.testing.assert_close(mixer(x)[:, :6], mixer(y)[:, :6], atol=1e-5, rtol=1e-5)
+        assert not torch.allclose(mixer(x)[:, 6:], mixer(y)[:, 6:])
+
+
+def test_relposmhaxl_causal_never_reads_the_future():
+    mixer = make("relposmhaxl", causal=True)
+    x = torch.randn(1, 9, D)
+    y = x.clone()
+    y[:, 5:] += 5.0
+    with torch.no_grad():
+        torch.testing.assert_close(mixer(x)[:, :5], mixer(y)[:, :5], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", list(FACTORIES))
+def test_eval_mode_is_deterministic(name):
+    mixer = make(name)
+    x = torch.randn(2, 9, D)
+    with torch.no_grad():
+        assert torch.equal(mixer(x), mixer(x))
+
+
+def _assert_bf16_close(name, out, ref, valid):
+    assert torch.isfinite(out[valid]).all()
+    err = (out.float() - ref)[valid].abs().max().item()
+    assert err < 0.1 * ref[valid].abs().max().item() + 0.05, f"{name}: bf16 error {err}"
+
+
+@pytest.mark.parametrize("name", list(FACTORIES))
+def test_bfloat16_autocast_on_cpu_matches_float32(name):
+    """What the recipes run (SpeechBrain's precision=bf16 is autocast)."""
+    mixer = make(name)
+    _, batch, pad = padded_pair(garbage=1.0)
+    with torch.no_grad():
+        ref = mixer(batch, pad)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = mixer(batch, pad)
+    _assert_bf16_close(name, out, ref, ~pad)
+
+
+@pytest.mark.parametrize("name", [n for n in FACTORIES if n != "relposmhaxl"])
+def test_bfloat16_weights_on_cpu_match_float32(name):
+    """Pure bf16 modules (SpeechBrain's RelPosMHAXL supports bf16 through autocast only)."""
+    mixer = make(name)
+    _, batch, pad = padded_pair(garbage=1.0)
+    with torch.no_grad():
+        ref = mixer(batch, pad)
+        out = mixer.to(torch.bfloat16)(batch.to(torch.bfloat16), pad)
+    assert out.dtype == torch.bfloat16
+    _assert_bf16_close(name, out, ref, ~pad)
+
+
+@pytest.mark.parametrize("name", list(FACTORIES))
+def test_builds_no_tensor_on_another_device(name):
+    """Run on the meta device: any tensor made on the CPU inside forward would raise."""
+    mixer = make(name).to("meta")
+    x = torch.empty(2, 8, D, device="meta")
+    pad = torch.zeros(2, 8, dtype=torch.bool, device="meta")
+    assert mixer(x, pad).device.type == "meta"
+
+
+@pytest.mark.parametrize("name", LINEAR_TIME)
+def test_linear_mixers_are_permutation_equivariant(name):
+    mixer = make(name)
+    torch.manual_seed(3)
+    x = torch.randn(2, 11, D)
+    perm = torch.randperm(11)
+    with torch.no_grad():
+        torch.testing.assert_close(mixer(x)[:, perm], mixer(x[:, perm]), atol=1e-5, rtol=1e-5)
+
+
+def test_relative_position_attention_is_not_permutation_equivariant():
+    mixer = make("relposmhaxl")
+    torch.manual_seed(3)
+    x = torch.randn(2, 11, D)
+    perm = torch.randperm(11)
+    with torch.no_grad():
+        diff = (mixer(x)[:, perm] - mixer(x[:, perm])).abs().max().item()
+    assert diff > 1e-2, "relative positions should make attention order-aware"
+
+
+def test_pom_matches_its_equation():
+    """Product form: y = LN(W_o [sigmoid(W_s x) * mean_t [h1 | h1*h2]])."""
+    mixer = make("pom")
+    x = torch.randn(1, 5, D)
+    with torch.no_grad():
+        a1, a2 = torch.nn.functional.gelu(mixer.polynomial_proj(x)).chunk(2, dim=-1)
+        state = torch.cat([a1, a1 * a2], dim=-1).mean(dim=1, keepdim=True)
+        gate = torch.sigmoid(mixer.selection_proj(x))
+        expected = mixer.norm(mixer.output_proj(gate * state))
+        torch.testing.assert_close(mixer(x), expected)
+    assert mixer.polynomial_proj.out_features == 2 * 2 * D  # k * D * d
+
+
+def test_pom_state_widths():
+    assert PolynomialMixer(D, degree=3, expansion=2).state_dim == 3 * 2 * D
+    assert PolynomialMixer(D, degree=3, expansion=2, form="power_series").state_dim == 2 * D
+    assert SelectivePolynomialMixer(D, degree=3, expansion=2).state_dim == 2 * D
+    assert FrequencyAwarePolynomialMixer(D, groups=3, degree=2, expansion=2).state_dim == 2 * 2 * D
+
+
+def test_summary_mixing_lite_is_constant_over_time():
+    mixer = make("summarymixing_lite")
+    with torch.no_grad():
+        out = mixer(torch.randn(2, 6, D))
+    torch.testing.assert_close(out, out[:, :1].expand_as(out))
+
+
+def test_masked_mean_ignores_non_finite_padding():
+    h = torch.tensor([[[1.0], [3.0], [float("nan")]]])
+    pad = torch.tensor([[False, False, True]])
+    assert masked_mean(h, pad).item() == 2.0
+
+
+def test_registry_errors_are_clear():
+    with pytest.raises(ValueError, match="Unknown mixer 'attention'.*pom.*summarymixing"):
+        build_mixer("attention", d_model=8)
+    with pytest.raises(ValueError, match="rejected its options"):
+        build_mixer("pom", d_model=8, heads=3)
+    with pytest.raises(ValueError, match="divisible by groups"):
+        FrequencyAwarePolynomialMixer(10, groups=3)
+    assert set(MIXERS) >= {"relposmhaxl", "mha", "summarymixing", "pom", "pom_selective", "pom_frequency"}
