@@ -1,0 +1,17 @@
+"""Shared pytest fixtures."""
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def synthetic_librispeech(tmp_path_factory):
+    """Path of a tiny synthetic LibriSpeech root, generated once per session.
+
+    All seven splits, ``pom.data.synthetic.TEST_HOURS`` hours in total
+    (about 5 minutes of train audio and a few utterances per dev/test
+    split); read-only for tests: copy a split before modifying it.
+    """
+    from pom.data.synthetic import TEST_HOURS, make_synthetic_librispeech
+
+    out = tmp_path_factory.mktemp("synthetic_corpus")
+    return make_synthetic_librispeech(str(out), hours=TEST_HOURS, seed=0, progress=False)
