@@ -172,7 +172,7 @@ def prepare_librispeech(
         write_csv(os.path.join(save_folder, split + ".csv"), rows)
         rows_per_split[split] = rows
         hours = sum(r["duration"] for r in rows) / 3600.0
-        logger.info("%s: %d utterances, %.2f h", split, len(rows), hours)
+        logger.info("%s: %d utterances, %.3f h", split, len(rows), hours)
     if merge_lst:
         merged = [r for s in merge_lst for r in rows_per_split[s]]
         write_csv(os.path.join(save_folder, merge_name), merged)
@@ -338,6 +338,11 @@ def collect_split(split_folder, on_error="raise"):
 
 def _read_duration(path):
     """Returns (seconds, None) from the header, or (None, (kind, message))."""
+    try:
+        if os.path.getsize(path) == 0:
+            return None, ("empty audio file", f"empty audio file {path}: it is 0 bytes")
+    except OSError:
+        pass  # reported below as unreadable
     try:
         info = sf.info(path)
     except Exception as e:  # libsndfile's error type varies across versions
