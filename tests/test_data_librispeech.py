@@ -249,3 +249,16 @@ def test_concurrent_processes(small_root, tmp_path):
     prepare_librispeech(small_root, str(tmp_path / "ref"), dev_splits=["dev-clean"], te_splits=["test-clean"])
     for name in ("dev-clean.csv", "test-clean.csv"):
         assert open(os.path.join(save, name)).read() == open(os.path.join(tmp_path / "ref", name)).read()
+
+
+def test_regenerated_corpus_is_prepared_again(small_root, tmp_path):
+    save = str(tmp_path / "csv")
+    prepare_librispeech(small_root, save, dev_splits=["dev-clean"])
+    before = read_csv(os.path.join(save, "dev-clean.csv"))
+    # Same folder, new content (as after regenerating with another seed).
+    test_split = os.path.join(small_root, "test-clean")
+    shutil.rmtree(os.path.join(small_root, "dev-clean"))
+    shutil.copytree(test_split, os.path.join(small_root, "dev-clean"))
+    prepare_librispeech(small_root, save, dev_splits=["dev-clean"])
+    after = read_csv(os.path.join(save, "dev-clean.csv"))
+    assert [r["ID"] for r in after] == sorted(transcripts(test_split)) != [r["ID"] for r in before]

@@ -11,7 +11,8 @@ and optionally one merged CSV (e.g. ``train.csv``) of several splits.
   rows are written in utterance-ID order (recipes sort by duration
   themselves through their ``sorting`` option).
 * The work is skipped when every CSV exists and ``prepare_librispeech.json``
-  beside them records the same options; anything else (new options, a CSV
+  beside them records the same options and the same modification times of
+  the split folders; anything else (new options, a regenerated corpus, a CSV
   missing after an interrupted run) prepares again.
 * CSVs are written under a temporary name and renamed, so a reader never
   sees a half-written manifest; the options file is written last.
@@ -144,6 +145,11 @@ def prepare_librispeech(
         "avoid_if_longer_than": avoid_if_longer_than,
         "avoid_if_shorter_than": avoid_if_shorter_than,
         "on_error": on_error,
+        # A split folder rewritten since (e.g. a regenerated synthetic
+        # corpus) has a new modification time: prepare again.
+        "split_mtime_ns": {
+            s: os.stat(os.path.join(data_folder, s)).st_mtime_ns for s in splits
+        },
     }
     outputs = [os.path.join(save_folder, s + ".csv") for s in splits]
     if merge_lst:
