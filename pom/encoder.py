@@ -38,7 +38,6 @@ torch.Size([3, 20, 32])
 """
 
 import functools
-import math
 
 import torch
 import torch.nn as nn
@@ -49,6 +48,7 @@ from speechbrain.nnet.normalization import LayerNorm
 
 from pom.mixers import build_mixer, lengths_to_padding_mask
 from pom.mixers.attention import relative_position_encoder
+from pom.positions import sinusoidal_positions
 
 
 class MaskedConvolutionModule(ConvolutionModule):
@@ -261,24 +261,6 @@ def convert_speechbrain_conformer_state_dict(state_dict):
     {'layers.0.mixer.attention.in_proj': 1}
     """
     return {k.replace(".mha_layer.", ".mixer.attention."): v for k, v in state_dict.items()}
-
-
-def sinusoidal_positions(length, d_model, device=None, dtype=torch.float32):
-    """Absolute sinusoidal positions ``PE[t, 2i] = sin(t / 10000^{2i/d})``,
-    ``PE[t, 2i+1] = cos(t / 10000^{2i/d})`` of shape ``[1, length, d_model]``,
-    computed for any length (no maximum).
-
-    Example
-    -------
-    >>> sinusoidal_positions(3, 4)[0, 0]
-    tensor([0., 1., 0., 1.])
-    """
-    positions = torch.arange(length, device=device, dtype=torch.float32).unsqueeze(1)
-    inv_freq = torch.exp(torch.arange(0, d_model, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / d_model))
-    pe = torch.zeros(length, d_model, device=device, dtype=torch.float32)
-    pe[:, 0::2] = torch.sin(positions * inv_freq)
-    pe[:, 1::2] = torch.cos(positions * inv_freq)[:, : d_model // 2]
-    return pe.unsqueeze(0).to(dtype)
 
 
 class MixerEncoder(nn.Module):

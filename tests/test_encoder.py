@@ -17,6 +17,9 @@ MIXER_OPTIONS = {
     "pom": {"degree": 2, "expansion": 2},
     "pom_selective": {"degree": 3, "expansion": 2},
     "pom_frequency": {"groups": 2},
+    "hypermixing": {"hypernet_size": 32, "nhead": 2},
+    "fastformer": {"nhead": 4},
+    "mamba": {"d_state": 4},
 }
 
 

@@ -5,7 +5,10 @@ import torch
 
 from pom.mixers import (
     MIXERS,
+    Fastformer,
     FrequencyAwarePolynomialMixer,
+    HyperMixingMixer,
+    Mamba,
     MultiHeadAttentionMixer,
     PolynomialMixer,
     RelPosMHAXLMixer,
@@ -31,8 +34,16 @@ FACTORIES = {
     "summarymixing_grouped": lambda **kw: SummaryMixing(D, 16, 32, groups=4, **kw),
     "relposmhaxl": lambda **kw: RelPosMHAXLMixer(D, nhead=4, **kw),
     "mha": lambda **kw: MultiHeadAttentionMixer(D, nhead=4, **kw),
+    "hypermixing": lambda **kw: HyperMixingMixer(D, hypernet_size=32, nhead=2, **kw),
+    "fastformer": lambda **kw: Fastformer(D, nhead=4, **kw),
+    "mamba": lambda **kw: Mamba(D, d_state=4, **kw),
+    "mamba_causal": lambda **kw: Mamba(D, d_state=4, bidirectional=False, **kw),
 }
-LINEAR_TIME = [n for n in FACTORIES if n.startswith(("pom", "summarymixing"))]
+# mixers whose output does not depend on frame order (no positions, no recurrence)
+ORDER_FREE = [n for n in FACTORIES if n.startswith(("pom", "summarymixing"))] + ["fastformer"]
+NO_CAUSAL_MODE = ["relposmhaxl", "hypermixing", "fastformer"]
+# SpeechBrain's own modules support bf16 through autocast only
+AUTOCAST_ONLY = ["relposmhaxl", "hypermixing"]
 
 
 def make(name, **kw):
@@ -78,7 +89,7 @@ def test_padding_invariance(name):
     torch.testing.assert_close(in_batch, alone, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", [n for n in FACTORIES if n != "relposmhaxl"])
+@pytest.mark.parametrize("name", [n for n in FACTORIES if n not in NO_CAUSAL_MODE])
 def test_causal_mode_never_reads_the_future(name):
     mixer = make(name, causal=True)
     torch.manual_seed(2)
@@ -125,9 +136,9 @@ def test_bfloat16_autocast_on_cpu_matches_float32(name):
     _assert_bf16_close(name, out, ref, ~pad)
 
 
-@pytest.mark.parametrize("name", [n for n in FACTORIES if n != "relposmhaxl"])
+@pytest.mark.parametrize("name", [n for n in FACTORIES if n not in AUTOCAST_ONLY])
 def test_bfloat16_weights_on_cpu_match_float32(name):
-    """Pure bf16 modules (SpeechBrain's RelPosMHAXL supports bf16 through autocast only)."""
+    """Pure bf16 modules (SpeechBrain's RelPosMHAXL and HyperMixing support bf16 through autocast only)."""
     mixer = make(name)
     _, batch, pad = padded_pair(garbage=1.0)
     with torch.no_grad():
@@ -146,8 +157,14 @@ def test_builds_no_tensor_on_another_device(name):
     assert mixer(x, pad).device.type == "meta"
 
 
-@pytest.mark.parametrize("name", LINEAR_TIME)
-def test_linear_mixers_are_permutation_equivariant(name):
+@pytest.mark.parametrize("name", ["hypermixing", "fastformer"])
+def test_causal_mode_is_refused_clearly_where_unsupported(name):
+    with pytest.raises(ValueError, match="causal=True is not supported"):
+        make(name, causal=True)
+
+
+@pytest.mark.parametrize("name", ORDER_FREE)
+def test_order_free_mixers_are_permutation_equivariant(name):
     mixer = make(name)
     torch.manual_seed(3)
     x = torch.randn(2, 11, D)
@@ -156,14 +173,15 @@ def test_linear_mixers_are_permutation_equivariant(name):
         torch.testing.assert_close(mixer(x)[:, perm], mixer(x[:, perm]), atol=1e-5, rtol=1e-5)
 
 
-def test_relative_position_attention_is_not_permutation_equivariant():
-    mixer = make("relposmhaxl")
+@pytest.mark.parametrize("name", ["relposmhaxl", "hypermixing", "mamba"])
+def test_position_aware_mixers_are_not_permutation_equivariant(name):
+    mixer = make(name)
     torch.manual_seed(3)
     x = torch.randn(2, 11, D)
     perm = torch.randperm(11)
     with torch.no_grad():
         diff = (mixer(x)[:, perm] - mixer(x[:, perm])).abs().max().item()
-    assert diff > 1e-2, "relative positions should make attention order-aware"
+    assert diff > 1e-2, f"{name} should be order-aware"
 
 
 def test_pom_matches_its_equation():
@@ -206,4 +224,16 @@ def test_registry_errors_are_clear():
         build_mixer("pom", d_model=8, heads=3)
     with pytest.raises(ValueError, match="divisible by groups"):
         FrequencyAwarePolynomialMixer(10, groups=3)
-    assert set(MIXERS) >= {"relposmhaxl", "mha", "summarymixing", "pom", "pom_selective", "pom_frequency"}
+    assert set(MIXERS) >= {"relposmhaxl", "mha", "summarymixing", "pom", "pom_selective", "pom_frequency",
+                           "hypermixing", "fastformer", "mamba"}
+
+
+def test_mamba_backward_direction_ignores_padding_on_both_sides():
+    """The right-to-left pass reverses each utterance within its own length."""
+    mixer = make("mamba")
+    short, batch, pad = padded_pair(garbage=1e4)
+    with torch.no_grad():
+        alone = mixer.backward_mamba(short.flip(1)).flip(1)
+        from pom.mixers.mamba import reverse_within_length
+        in_batch = reverse_within_length(mixer.backward_mamba(reverse_within_length(batch, pad)), pad)
+    torch.testing.assert_close(in_batch[:1, : short.shape[1]], alone, atol=1e-5, rtol=1e-5)

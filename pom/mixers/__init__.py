@@ -9,13 +9,16 @@ class (``mixer: !name:pom.mixers.PolynomialMixer``).
 Example
 -------
 >>> import torch
->>> sorted(MIXERS)[:3]
-['mha', 'pom', 'pom_frequency']
+>>> sorted(MIXERS)[:4]
+['fastformer', 'hypermixing', 'mamba', 'mha']
 >>> build_mixer("pom", d_model=8, degree=3)(torch.randn(1, 4, 8)).shape
 torch.Size([1, 4, 8])
 """
 
 from pom.mixers.attention import MultiHeadAttentionMixer, RelPosMHAXLMixer
+from pom.mixers.fastformer import Fastformer
+from pom.mixers.hypermixing import HyperMixingMixer
+from pom.mixers.mamba import Mamba
 from pom.mixers.masking import lengths_to_padding_mask, masked_mean
 from pom.mixers.polynomial import PolynomialMixer
 from pom.mixers.polynomial_variants import FrequencyAwarePolynomialMixer, SelectivePolynomialMixer
@@ -29,6 +32,9 @@ MIXERS = {
     "pom": PolynomialMixer,
     "pom_selective": SelectivePolynomialMixer,
     "pom_frequency": FrequencyAwarePolynomialMixer,
+    "hypermixing": HyperMixingMixer,
+    "fastformer": Fastformer,
+    "mamba": Mamba,
 }
 
 
@@ -62,4 +68,7 @@ __all__ = [
     "SummaryMixing",
     "RelPosMHAXLMixer",
     "MultiHeadAttentionMixer",
+    "HyperMixingMixer",
+    "Fastformer",
+    "Mamba",
 ]
