@@ -33,6 +33,10 @@ state is ``D*d`` wide whatever the degree.
 ``causal=True`` replaces the global mean by the running mean over frames up
 to ``t`` (a streaming-friendly PoM, still linear time).
 
+``implementation="chunked"`` computes the same function chunk by chunk over
+time without storing the wide ``[B, T, state_dim]`` intermediates (see
+:mod:`pom.mixers.fast_polynomial`); parameters and state dict are unchanged.
+
 Example
 -------
 >>> import torch
@@ -99,9 +103,15 @@ class PolynomialMixer(nn.Module):
         Whether a LayerNorm is applied to the mixer output (the paper does).
     causal : bool
         If True, frame ``t`` only sees frames ``<= t`` (running mean).
+    implementation : str
+        ``"plain"`` (default) or ``"chunked"`` (same outputs and gradients, less
+        activation memory; not with ``causal`` or with ``dropout > 0``).
+    chunk_size : int
+        Frames per chunk of the ``"chunked"`` implementation.
     """
 
     FORMS = ("product", "power_series")
+    IMPLEMENTATIONS = ("plain", "chunked")
 
     def __init__(
         self,
@@ -113,8 +123,17 @@ class PolynomialMixer(nn.Module):
         dropout=0.0,
         output_norm=True,
         causal=False,
+        implementation="plain",
+        chunk_size=1024,
     ):
         super().__init__()
+        if implementation not in self.IMPLEMENTATIONS:
+            raise ValueError(
+                f"PolynomialMixer: unknown implementation '{implementation}', expected one of {self.IMPLEMENTATIONS}"
+            )
+        if implementation == "chunked" and (causal or dropout > 0):
+            raise ValueError("PolynomialMixer: implementation='chunked' supports neither causal=True nor dropout > 0")
+        self.implementation, self.chunk_size = implementation, chunk_size
         if form not in self.FORMS:
             raise ValueError(f"PolynomialMixer: unknown form '{form}', expected one of {self.FORMS}")
         if degree < 1 or expansion < 1:
@@ -154,9 +173,16 @@ class PolynomialMixer(nn.Module):
 
     def forward(self, x, padding_mask=None):
         """Mixes ``x`` ``[B, T, d_model]`` over time; ``padding_mask`` ``[B, T]`` is True at padded frames."""
+        if getattr(self, "implementation", "plain") == "chunked":
+            from pom.mixers.fast_polynomial import chunked_polynomial_mixing
+
+            return self.norm(chunked_polynomial_mixing(self, x, padding_mask, self.chunk_size))
         terms, gate = self.expand(x)
         state = masked_mean(terms, padding_mask, causal=self.causal)
         return self.norm(self.output_proj(self.dropout(gate * state)))
 
     def extra_repr(self):
-        return f"d_model={self.d_model}, degree={self.degree}, expansion={self.expansion}, form={self.form}, causal={self.causal}"
+        extra = ""
+        if getattr(self, "implementation", "plain") != "plain":
+            extra = f", implementation={self.implementation}, chunk_size={self.chunk_size}"
+        return f"d_model={self.d_model}, degree={self.degree}, expansion={self.expansion}, form={self.form}, causal={self.causal}{extra}"

@@ -1,0 +1,168 @@
+"""The chunked PoM implementation computes exactly what the plain one does (CPU)."""
+
+import pytest
+import torch
+
+from pom.encoder import MixerEncoder
+from pom.mixers import FrequencyAwarePolynomialMixer, PolynomialMixer, SelectivePolynomialMixer
+from pom.mixers.fast_polynomial import chunked_polynomial_mixing, expansion_functions
+
+D = 12
+
+CASES = {
+    "product_k1": lambda: PolynomialMixer(D, degree=1, expansion=2),
+    "product_k2": lambda: PolynomialMixer(D, degree=2, expansion=2),
+    "product_k3": lambda: PolynomialMixer(D, degree=3, expansion=1),
+    "power_series_k3": lambda: PolynomialMixer(D, degree=3, expansion=2, form="power_series"),
+    "selective_k2": lambda: SelectivePolynomialMixer(D, degree=2, expansion=2),
+    "frequency_g3": lambda: FrequencyAwarePolynomialMixer(D, groups=3, degree=2, expansion=1),
+}
+
+
+def batch(t=23, dtype=torch.float64, pad=True):
+    torch.manual_seed(3)
+    x = torch.randn(3, t, D, dtype=dtype)
+    mask = torch.zeros(3, t, dtype=torch.bool)
+    if pad:
+        mask[1, 15:] = True
+        mask[2, 4:] = True
+        x[1, 15:] = 1e3  # garbage in padded frames must not matter
+    return x, (mask if pad else None)
+
+
+def plain_mixing(mixer, x, mask):
+    """The plain PoM path without the output LayerNorm."""
+    from pom.mixers import masked_mean
+
+    terms, gate = mixer.expand(x)
+    return mixer.output_proj(mixer.dropout(gate * masked_mean(terms, mask)))
+
+
+def grads(mixer, x, out_fn):
+    mixer.zero_grad()
+    x = x.clone().requires_grad_(True)
+    torch.manual_seed(5)
+    out = out_fn(x)
+    weight = torch.randn_like(out)
+    (out * weight).sum().backward()
+    return out.detach(), x.grad, {n: p.grad.clone() for n, p in mixer.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_separable_expansions_match_expand(name):
+    torch.manual_seed(0)
+    mixer = CASES[name]().double()
+    x, _ = batch()
+    terms_fn, gate_fn = expansion_functions(mixer)
+    terms, gate = mixer.expand(x)
+    torch.testing.assert_close(terms_fn(mixer, x), terms, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(gate_fn(mixer, x), gate, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.parametrize("chunk_size", [1, 5, 23, 64])
+@pytest.mark.parametrize("pad", [True, False])
+def test_chunked_outputs_and_gradients_match_plain(name, chunk_size, pad):
+    torch.manual_seed(0)
+    mixer = CASES[name]().double().train()
+    x, mask = batch(pad=pad)
+    out_p, gx_p, gp_p = grads(mixer, x, lambda x: plain_mixing(mixer, x, mask))
+    out_c, gx_c, gp_c = grads(mixer, x, lambda x: chunked_polynomial_mixing(mixer, x, mask, chunk_size))
+    torch.testing.assert_close(out_c, out_p, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(gx_c, gx_p, rtol=1e-10, atol=1e-10)
+    assert gp_c.keys() == gp_p.keys()
+    for n in gp_p:
+        torch.testing.assert_close(gp_c[n], gp_p[n], rtol=1e-10, atol=1e-10, msg=f"gradient of {n}")
+    if pad:
+        assert gx_c[2, 4:].abs().sum() > 0  # padded outputs are computed (as in plain) and carry gradient
+        assert torch.isfinite(gx_c).all()
+
+
+def test_gradcheck_float64():
+    torch.manual_seed(0)
+    mixer = PolynomialMixer(4, degree=3, expansion=1).double()
+    x = torch.randn(2, 7, 4, dtype=torch.float64, requires_grad=True)
+    mask = torch.zeros(2, 7, dtype=torch.bool)
+    mask[1, 5:] = True
+    assert torch.autograd.gradcheck(lambda x: chunked_polynomial_mixing(mixer, x, mask, 3), (x,))
+
+
+def test_option_on_the_mixer_same_state_dict_same_result_float32():
+    torch.manual_seed(0)
+    plain = PolynomialMixer(D, degree=2, expansion=2)
+    fast = PolynomialMixer(D, degree=2, expansion=2, implementation="chunked", chunk_size=4)
+    fast.load_state_dict(plain.state_dict())
+    assert plain.state_dict().keys() == fast.state_dict().keys()
+    x, mask = batch(dtype=torch.float32)
+    out_p, gx_p, gp_p = grads(plain, x, lambda x: plain(x, mask))
+    out_c, gx_c, gp_c = grads(fast, x, lambda x: fast(x, mask))
+    torch.testing.assert_close(out_c, out_p, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(gx_c, gx_p, rtol=1e-4, atol=1e-5)
+    for n in gp_p:
+        torch.testing.assert_close(gp_c[n], gp_p[n], rtol=1e-4, atol=1e-5, msg=f"gradient of {n}")
+    assert "implementation=chunked" in repr(fast)
+
+
+def test_bfloat16_autocast_matches_plain():
+    torch.manual_seed(0)
+    mixer = PolynomialMixer(D, degree=2, expansion=2)
+    x, mask = batch(dtype=torch.float32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out_p, gx_p, gp_p = grads(mixer, x, lambda x: plain_mixing(mixer, x, mask))
+        out_c, gx_c, gp_c = grads(mixer, x, lambda x: chunked_polynomial_mixing(mixer, x, mask, 5))
+    assert out_c.dtype == out_p.dtype == torch.bfloat16
+    torch.testing.assert_close(out_c.float(), out_p.float(), rtol=2e-2, atol=2e-2)
+    for n in gp_p:
+        assert gp_c[n].dtype == torch.float32
+        torch.testing.assert_close(gp_c[n], gp_p[n], rtol=5e-2, atol=5e-2, msg=f"gradient of {n}")
+
+
+def test_encoder_with_chunked_pom_matches_plain():
+    options = {"degree": 2, "expansion": 2}
+    torch.manual_seed(0)
+    plain = MixerEncoder(20, 16, 2, 32, "pom", options, kernel_size=3, dropout=0.0, positional_encoding="fixed_abs_sine")
+    fast = MixerEncoder(
+        20, 16, 2, 32, "pom", {**options, "implementation": "chunked", "chunk_size": 3},
+        kernel_size=3, dropout=0.0, positional_encoding="fixed_abs_sine",
+    )
+    fast.load_state_dict(plain.state_dict())
+    src = torch.randn(2, 10, 20)
+    lens = torch.tensor([1.0, 0.6])
+    torch.testing.assert_close(fast(src, lens), plain(src, lens), rtol=1e-5, atol=1e-5)
+
+
+def test_unsupported_modes_are_refused_clearly():
+    with pytest.raises(ValueError, match="chunked"):
+        PolynomialMixer(D, implementation="chunked", causal=True)
+    with pytest.raises(ValueError, match="chunked"):
+        PolynomialMixer(D, implementation="chunked", dropout=0.1)
+    with pytest.raises(ValueError, match="implementation"):
+        PolynomialMixer(D, implementation="triton")
+    with pytest.raises(NotImplementedError, match="causal"):
+        chunked_polynomial_mixing(PolynomialMixer(D, causal=True), torch.randn(1, 4, D))
+
+
+def test_activation_memory_does_not_grow_with_the_state_width():
+    """What autograd keeps for backward: the plain path stores several
+    [B, T, k*D*d] tensors, the chunked one only x and H."""
+    from torch.autograd.graph import saved_tensors_hooks
+
+    def saved_elements(mixer, x):
+        sizes = {}
+
+        def pack(t):
+            sizes[t.data_ptr()] = t.numel()
+            return t
+
+        with saved_tensors_hooks(pack, lambda t: t):
+            mixer(x)
+        param_ptrs = {p.data_ptr() for p in mixer.parameters()}
+        return sum(n for ptr, n in sizes.items() if ptr not in param_ptrs)
+
+    torch.manual_seed(0)
+    plain = PolynomialMixer(16, degree=3, expansion=2)
+    fast = PolynomialMixer(16, degree=3, expansion=2, implementation="chunked", chunk_size=8)
+    x = torch.randn(2, 64, 16, requires_grad=True)
+    state = 3 * 2 * 16
+    assert saved_elements(plain, x) > 4 * x.shape[0] * x.shape[1] * state
+    assert saved_elements(fast, x) < 4 * x.numel() + x.shape[0] * state + 1000
