@@ -55,12 +55,19 @@ DEFAULT_CHUNK_SIZE = 1024
 # computes both and the unused half is dropped). tests/test_fast_pom.py checks
 # these against ``mixer.expand``.
 # --------------------------------------------------------------------------- #
+# Functional calls (no module __call__): the backward recomputation then
+# triggers no module hooks, which would clash with autograd.grad (e.g.
+# FlopCounterMode's module tracker).
+def _linear(layer, x):
+    return F.linear(x, layer.weight, layer.bias)
+
+
 def _product_terms(mixer, x):
-    return cumulative_products(F.gelu(mixer.polynomial_proj(x)).chunk(mixer.degree, dim=-1))
+    return cumulative_products(F.gelu(_linear(mixer.polynomial_proj, x)).chunk(mixer.degree, dim=-1))
 
 
 def _product_gate(mixer, x):
-    return torch.sigmoid(mixer.selection_proj(x))
+    return torch.sigmoid(_linear(mixer.selection_proj, x))
 
 
 def _power_series_halves(mixer, x, half):
@@ -85,13 +92,13 @@ def _power_series_gate(mixer, x):
 
 
 def _selective_terms(mixer, x):
-    return F.relu(mixer.polynomial_proj(x)).pow(mixer.degree)
+    return F.relu(_linear(mixer.polynomial_proj, x)).pow(mixer.degree)
 
 
 def _frequency_terms(mixer, x):
     return torch.cat(
         [
-            cumulative_products(F.gelu(poly(x_g)).chunk(mixer.degree, dim=-1))
+            cumulative_products(F.gelu(_linear(poly, x_g)).chunk(mixer.degree, dim=-1))
             for x_g, poly in zip(x.chunk(mixer.groups, dim=-1), mixer.polynomial_projs)
         ],
         dim=-1,
@@ -100,7 +107,7 @@ def _frequency_terms(mixer, x):
 
 def _frequency_gate(mixer, x):
     return torch.cat(
-        [torch.sigmoid(sel(x_g)) for x_g, sel in zip(x.chunk(mixer.groups, dim=-1), mixer.selection_projs)], dim=-1
+        [torch.sigmoid(_linear(sel, x_g)) for x_g, sel in zip(x.chunk(mixer.groups, dim=-1), mixer.selection_projs)], dim=-1
     )
 
 
@@ -149,6 +156,7 @@ class _ChunkedPolynomialMixing(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, valid, mixer, chunk_size, *params):
         terms_fn, gate_fn = expansion_functions(mixer)
+        inputs, x = x, x.detach()  # plain tensors for the module calls (hooks, e.g. FlopCounterMode's, see leaves)
         batch, time, _ = x.shape
         # pass 1: H = masked mean of P(x_t), accumulated in float32 as masked_mean does
         total, terms_dtype = None, None
@@ -169,10 +177,10 @@ class _ChunkedPolynomialMixing(torch.autograd.Function):
         out = []
         for start in range(0, time, chunk_size):
             gate = gate_fn(mixer, x[:, start : start + chunk_size])
-            out.append(mixer.output_proj(mixer.dropout(gate * state)))
+            out.append(_linear(mixer.output_proj, gate * state))  # dropout: refused in training, identity otherwise
         ctx.mixer, ctx.chunk_size = mixer, chunk_size
         ctx.autocast = _autocast_state(x.device.type)
-        ctx.save_for_backward(x, valid, state, counts, *params)
+        ctx.save_for_backward(inputs, valid, state, counts, *params)
         return torch.cat(out, dim=1) if len(out) > 1 else out[0]
 
     @staticmethod
@@ -199,7 +207,7 @@ class _ChunkedPolynomialMixing(torch.autograd.Function):
             # pass 1: gate side -> grads of x, gate and output parameters, and dH
             for start in range(0, time, chunk_size):
                 x_c = x[:, start : start + chunk_size].detach().requires_grad_(ctx.needs_input_grad[0])
-                z_c = mixer.output_proj(mixer.dropout(gate_fn(mixer, x_c) * state_leaf))
+                z_c = _linear(mixer.output_proj, gate_fn(mixer, x_c) * state_leaf)
                 gx, gs, *gp = _grads(z_c, [x_c, state_leaf, *params], grad_out[:, start : start + chunk_size])
                 grad_state += gs.to(grad_state.dtype)
                 accumulate([gx, *gp], start)
