@@ -42,6 +42,7 @@ import functools
 import torch
 import torch.nn as nn
 from speechbrain.lobes.models.transformer.Conformer import ConvolutionModule
+from speechbrain.lobes.models.transformer.TransformerASR import make_transformer_src_mask
 from speechbrain.nnet.activations import Swish
 from speechbrain.nnet.attention import PositionalwiseFeedForward
 from speechbrain.nnet.normalization import LayerNorm
@@ -73,6 +74,20 @@ class MaskedConvolutionModule(ConvolutionModule):
             out = out[..., : -self.padding]
         out = self.after_conv(out.transpose(1, 2))
         return out.masked_fill(mask, 0.0)
+
+    def forward_streaming(self, x, cache=None):
+        """Causal convolution of the next chunk ``x`` ``[B, c, d]`` given the last
+        ``kernel_size - 1`` frames of the previous chunks (``cache``, None at the
+        start); returns ``(out, cache)``. Equals the full causal pass."""
+        if not self.causal or self.dilation != 1:
+            raise ValueError("Streaming needs a causal encoder (causal=True) with dilation 1")
+        out = self.bottleneck(self.layer_norm(x).transpose(1, 2))
+        if cache is None:
+            cache = out.new_zeros(out.shape[0], out.shape[1], self.kernel_size - 1)
+        out = torch.cat([cache, out], dim=2)
+        cache = out[..., out.shape[2] - (self.kernel_size - 1):]
+        out = nn.functional.conv1d(out, self.conv.weight, self.conv.bias, groups=self.conv.groups)
+        return self.after_conv(out.transpose(1, 2)), cache
 
 
 def _feed_forward(d_model, d_ffn, dropout, activation):
@@ -119,15 +134,42 @@ class MixerConformerLayer(nn.Module):
         """Same call as SpeechBrain's ``ConformerEncoderLayer``; returns ``(x, None)``."""
         conv_mask = None if src_key_padding_mask is None else src_key_padding_mask.unsqueeze(-1)
         x = x + 0.5 * self.ffn_module1(x)
-        extra = {}
-        if getattr(self.mixer, "needs_pos_embs", False):
-            extra["pos_embs"] = pos_embs
-        if src_mask is not None:
-            extra["attn_mask"] = src_mask
-        x = x + self.mixer(self.norm1(x), padding_mask=src_key_padding_mask, **extra)
+        x = x + self.mixer(self.norm1(x), padding_mask=src_key_padding_mask, **self._mixer_extras(src_mask, pos_embs, dynchunktrain_config))
         x = x + self.convolution_module(x, conv_mask, dynchunktrain_config=dynchunktrain_config)
         x = self.norm2(x + 0.5 * self.ffn_module2(x))
         return x, None
+
+    def _mixer_extras(self, src_mask, pos_embs, dynchunktrain_config):
+        """What this layer's mixer needs besides ``(x, padding_mask)``, declared by the mixer's class."""
+        mixer, extras = self.mixer, {}
+        name = type(mixer).__name__
+        if getattr(mixer, "needs_pos_embs", False):
+            extras["pos_embs"] = pos_embs
+        if src_mask is not None:
+            if not getattr(mixer, "accepts_attn_mask", False):
+                raise ValueError(f"{name} takes no attention mask (src_mask); use causal=True or dynamic chunks instead")
+            extras["attn_mask"] = src_mask
+        if dynchunktrain_config is not None:
+            if getattr(mixer, "supports_dynamic_chunks", False):
+                extras["dynchunktrain_config"] = dynchunktrain_config
+            elif not (getattr(mixer, "accepts_attn_mask", False) or getattr(mixer, "causal", False)):
+                raise ValueError(
+                    f"{name} cannot be trained with dynamic chunks (it has no chunked or causal mode); "
+                    "use pom, summarymixing, an attention mixer or a causal mixer"
+                )
+        return extras
+
+    def forward_streaming(self, x, context):
+        """Next chunk through a causal layer; ``context`` (a dict, updated in
+        place) carries the mixer state and the convolution cache."""
+        if not hasattr(self.mixer, "forward_streaming"):
+            raise ValueError(f"{type(self.mixer).__name__} has no streaming mode; use pom or summarymixing")
+        x = x + 0.5 * self.ffn_module1(x)
+        mixed, context["mixer"] = self.mixer.forward_streaming(self.norm1(x), context.get("mixer"))
+        x = x + mixed
+        conv, context["conv"] = self.convolution_module.forward_streaming(x, context.get("conv"))
+        x = x + conv
+        return self.norm2(x + 0.5 * self.ffn_module2(x))
 
 
 def _mixer_factories(mixer, mixer_options, num_layers, causal):
@@ -219,6 +261,7 @@ class MixerConformerEncoder(nn.Module):
         self.norm = LayerNorm(d_model, eps=1e-6)
         self.layerdrop_prob = layerdrop_prob
         self.output_hidden_states = output_hidden_states
+        self.uses_attention_masks = any(getattr(layer.mixer, "accepts_attn_mask", False) for layer in self.layers)
         needs_pos = any(getattr(layer.mixer, "needs_pos_embs", False) for layer in self.layers)
         self.pos_encoder = relative_position_encoder(d_model) if needs_pos else None
 
@@ -226,6 +269,8 @@ class MixerConformerEncoder(nn.Module):
         """``src`` ``[B, T, d_model]``, ``src_key_padding_mask`` ``[B, T]`` True at padded frames."""
         if pos_embs is None and self.pos_encoder is not None:
             pos_embs = self.pos_encoder(src)
+        if dynchunktrain_config is not None and src_mask is None and self.uses_attention_masks:
+            src_mask = make_transformer_src_mask(src, dynchunktrain_config=dynchunktrain_config)
         if self.training and self.layerdrop_prob > 0.0:
             keep = torch.rand(len(self.layers)) > self.layerdrop_prob
         else:
@@ -248,6 +293,19 @@ class MixerConformerEncoder(nn.Module):
         if self.output_hidden_states:
             return output, attention_lst, hidden_states
         return output, attention_lst
+
+    def make_streaming_context(self):
+        """A fresh streaming context (one dict per layer) for :meth:`forward_streaming`."""
+        return [{} for _ in self.layers]
+
+    def forward_streaming(self, chunk, context):
+        """Encodes the next chunk ``[B, c, d_model]`` of a stream with a causal
+        encoder (``causal=True``, PoM or SummaryMixing mixers), carrying each
+        layer's running mixer state and convolution cache in ``context``. The
+        concatenated outputs equal :meth:`forward` on the whole stream."""
+        for layer, layer_context in zip(self.layers, context):
+            chunk = layer.forward_streaming(chunk, layer_context)
+        return self.norm(chunk)
 
 
 def convert_speechbrain_conformer_state_dict(state_dict):
@@ -329,3 +387,18 @@ class MixerEncoder(nn.Module):
             padding_mask = lengths_to_padding_mask(wav_lens.to(x.device), max_len=x.shape[1])
         out, _ = self.encoder(x, src_key_padding_mask=padding_mask, dynchunktrain_config=dynchunktrain_config)
         return out
+
+    def make_streaming_context(self):
+        """A fresh streaming context for :meth:`forward_streaming`."""
+        return {"frames_seen": 0, "layers": self.encoder.make_streaming_context()}
+
+    def forward_streaming(self, chunk, context):
+        """Encodes the next chunk ``[B, c, input_size]`` of a stream (causal
+        encoders); absolute positions continue from the frames already seen."""
+        if chunk.dim() == 4:
+            chunk = chunk.reshape(chunk.shape[0], chunk.shape[1], -1)
+        x = self.input_projection(chunk)
+        if self.positional_encoding == "fixed_abs_sine":
+            x = x + sinusoidal_positions(x.shape[1], self.d_model, x.device, x.dtype, start=context["frames_seen"])
+        context["frames_seen"] += x.shape[1]
+        return self.encoder.forward_streaming(x, context["layers"])

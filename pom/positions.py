@@ -23,9 +23,10 @@ import torch
 import torch.nn as nn
 
 
-def sinusoidal_positions(length, d_model, device=None, dtype=torch.float32):
-    """Returns ``[1, length, d_model]`` absolute sinusoidal positions."""
-    positions = torch.arange(length, device=device, dtype=torch.float32).unsqueeze(1)
+def sinusoidal_positions(length, d_model, device=None, dtype=torch.float32, start=0):
+    """Returns ``[1, length, d_model]`` absolute sinusoidal positions of frames
+    ``start .. start + length - 1`` (``start`` > 0 when streaming)."""
+    positions = torch.arange(start, start + length, device=device, dtype=torch.float32).unsqueeze(1)
     inv_freq = torch.exp(torch.arange(0, d_model, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / d_model))
     pe = torch.zeros(length, d_model, device=device, dtype=torch.float32)
     pe[:, 0::2] = torch.sin(positions * inv_freq)

@@ -69,6 +69,8 @@ class RelPosMHAXLMixer(nn.Module):
 
     #: The encoder computes relative position embeddings once and passes them.
     needs_pos_embs = True
+    #: Restrictions (causal, dynamic chunks) come as an attention mask.
+    accepts_attn_mask = True
 
     def __init__(self, d_model, nhead=8, dropout=0.0, causal=False):
         super().__init__()
@@ -105,6 +107,9 @@ class MultiHeadAttentionMixer(nn.Module):
     bias : bool
         Biases in the projections.
     """
+
+    #: Restrictions (causal, dynamic chunks) come as an attention mask.
+    accepts_attn_mask = True
 
     def __init__(self, d_model, nhead=8, dropout=0.0, causal=False, bias=True):
         super().__init__()

@@ -53,7 +53,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pom.mixers.masking import masked_mean
+from pom.mixers.masking import chunked_mean, masked_mean
 
 
 def cumulative_products(branches):
@@ -171,15 +171,43 @@ class PolynomialMixer(nn.Module):
             terms = terms + coefficients[p] * power
         return terms, F.hardsigmoid(gate_logits)
 
-    def forward(self, x, padding_mask=None):
-        """Mixes ``x`` ``[B, T, d_model]`` over time; ``padding_mask`` ``[B, T]`` is True at padded frames."""
+    #: Reads SpeechBrain dynamic-chunk configurations and streams chunk by chunk.
+    supports_dynamic_chunks = True
+
+    def _select(self, gate, means):
+        return self.norm(self.output_proj(self.dropout(gate * means)))
+
+    def forward(self, x, padding_mask=None, dynchunktrain_config=None):
+        """Mixes ``x`` ``[B, T, d_model]`` over time; ``padding_mask`` ``[B, T]`` is True at padded frames.
+
+        With a SpeechBrain ``DynChunkTrainConfig``, frame ``t`` reads the mean up
+        to the end of its chunk (within the configured left context)."""
+        if dynchunktrain_config is not None:
+            if self.causal:
+                raise ValueError("PolynomialMixer: causal=True and dynamic chunks are exclusive")
+            terms, gate = self.expand(x)
+            means, _ = chunked_mean(
+                terms, padding_mask, dynchunktrain_config.chunk_size, dynchunktrain_config.left_context_size
+            )
+            return self._select(gate, means)
         if getattr(self, "implementation", "plain") == "chunked":
             from pom.mixers.fast_polynomial import chunked_polynomial_mixing
 
             return self.norm(chunked_polynomial_mixing(self, x, padding_mask, self.chunk_size))
         terms, gate = self.expand(x)
-        state = masked_mean(terms, padding_mask, causal=self.causal)
-        return self.norm(self.output_proj(self.dropout(gate * state)))
+        return self._select(gate, masked_mean(terms, padding_mask, causal=self.causal))
+
+    def forward_streaming(self, x, state=None, padding_mask=None):
+        """Processes the next chunk ``x`` ``[B, c, d]`` given the ``state`` returned
+        for the previous chunks (None at the start); returns ``(y, state)``.
+
+        The state is the running ``(sum, count)`` of the polynomial terms, so
+        ``H = (n_past H_past + n_cur H_cur) / (n_past + n_cur)``. A causal mixer
+        gives exactly its full causal pass; otherwise every frame of the chunk
+        reads the mean up to the chunk's end (dynamic-chunk semantics)."""
+        terms, gate = self.expand(x)
+        means, state = chunked_mean(terms, padding_mask, chunk_size=1 if self.causal else x.shape[1], state=state)
+        return self._select(gate, means), state
 
     def extra_repr(self):
         extra = ""

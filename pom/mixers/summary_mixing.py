@@ -37,7 +37,7 @@ import math
 import torch
 import torch.nn as nn
 
-from pom.mixers.masking import masked_mean
+from pom.mixers.masking import chunked_mean, masked_mean
 
 
 class GroupedLinear(nn.Module):
@@ -136,19 +136,42 @@ class SummaryMixing(nn.Module):
         self.combine_proj = _dense(combined, d_model, groups, activation)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x, padding_mask=None):
-        """Mixes ``x`` ``[B, T, d_model]``; ``padding_mask`` ``[B, T]`` is True at padded frames."""
+    #: Reads SpeechBrain dynamic-chunk configurations and streams chunk by chunk.
+    supports_dynamic_chunks = True
+
+    def _branches(self, x):
         if self.mode == "fast":
-            local, summary = self.shared_proj(x).split([self.local_dim, self.summary_dim], dim=-1)
-        else:
-            summary = self.summary_proj(x)
-            local = self.local_proj(x) if self.mode == "full" else None
-        summary = masked_mean(summary, padding_mask, causal=self.causal)
+            return self.shared_proj(x).split([self.local_dim, self.summary_dim], dim=-1)
+        return (self.local_proj(x) if self.mode == "full" else None), self.summary_proj(x)
+
+    def _combine(self, x, local, summary):
         if local is None:
             combined = summary.expand(x.shape[0], x.shape[1], -1)
         else:
             combined = torch.cat([local, summary.expand(-1, x.shape[1], -1)], dim=-1)
         return self.combine_proj(self.dropout(combined))
+
+    def forward(self, x, padding_mask=None, dynchunktrain_config=None):
+        """Mixes ``x`` ``[B, T, d_model]``; ``padding_mask`` ``[B, T]`` is True at padded frames.
+        A SpeechBrain ``DynChunkTrainConfig`` restricts each frame's summary to
+        the frames up to the end of its chunk (within the left context)."""
+        local, summary = self._branches(x)
+        if dynchunktrain_config is not None:
+            if self.causal:
+                raise ValueError("SummaryMixing: causal=True and dynamic chunks are exclusive")
+            summary, _ = chunked_mean(
+                summary, padding_mask, dynchunktrain_config.chunk_size, dynchunktrain_config.left_context_size
+            )
+        else:
+            summary = masked_mean(summary, padding_mask, causal=self.causal)
+        return self._combine(x, local, summary)
+
+    def forward_streaming(self, x, state=None, padding_mask=None):
+        """Next chunk ``x`` with the running summary ``state`` (None at the start);
+        returns ``(y, state)``. Same semantics as :meth:`PolynomialMixer.forward_streaming`."""
+        local, summary = self._branches(x)
+        summary, state = chunked_mean(summary, padding_mask, chunk_size=1 if self.causal else x.shape[1], state=state)
+        return self._combine(x, local, summary), state
 
     def extra_repr(self):
         return f"d_model={self.d_model}, local_dim={self.local_dim}, summary_dim={self.summary_dim}, mode={self.mode}, groups={self.groups}"
