@@ -1,0 +1,372 @@
+#!/usr/bin/env python3
+"""CTC fine-tuning of a BEST-RQ pre-trained Conformer (PoM, SummaryMixing,
+MHA, ...) on LibriSpeech train-clean-100, in the style of SpeechBrain's
+``recipes/LibriSpeech/ASR/CTC/train_with_bestrq.py``.
+
+One GPU (or CPU)::
+
+    python recipes/LibriSpeech/finetune/train.py hparams/finetune/pom.yaml \\
+        --data_folder=/path/to/LibriSpeech \\
+        --pretrained_path=results/pretrain/pom/1000
+
+Several GPUs (SpeechBrain's DDP; batch_size is per GPU)::
+
+    torchrun --nproc-per-node=2 recipes/LibriSpeech/finetune/train.py \\
+        hparams/finetune/pom.yaml --data_folder=... --pretrained_path=...
+
+``--pretrained_path`` is a pre-training output folder (its latest complete
+checkpoint), one ``save/CKPT+*`` folder, the exported ``pretrained/`` folder,
+or ``none`` to start from a random encoder (a supervised baseline). The
+checkpoint's encoder configuration must match the YAML (mixer, sizes,
+features), else the recipe stops with a one-line message.
+
+The model: fbank -> per-utterance normalisation -> CNN front end -> encoder
+(both pre-trained) -> 3-layer DNN -> linear CTC layer (characters, 29
+outputs, or SentencePiece units with ``--token_type=bpe``). The encoder and
+the head have their own AdamW and NewBob schedules (5e-5 and 3e-4).
+Waveforms are augmented (speed, frequency and chunk dropping) in training.
+Validation decodes greedily; the test sets (dev-clean, dev-other,
+test-clean, test-other) with CTC beam search (optionally with a KenLM
+n-gram), writing ``wer_<split>.txt`` and ``results.json``
+(``python -m pom.results`` prints the table).
+
+Authors
+ * pom-speech contributors 2025
+"""
+
+import os
+import shutil
+import sys
+import time
+
+import torch
+
+import speechbrain as sb
+from speechbrain.dataio.sampler import DynamicBatchSampler
+from speechbrain.decoders.ctc import CTCBeamSearcher
+from speechbrain.utils.distributed import if_main_process, run_on_main
+from speechbrain.utils.logger import get_logger
+
+from pom.bestrq import load_hparams, resolve_hparams_file
+from pom.data.librispeech import prepare_librispeech
+from pom.finetune import (
+    CTCTokens,
+    PretrainedMismatchError,
+    check_pretrained_config,
+    count_parameters,
+    find_pretrained,
+    load_pretrained,
+    write_json,
+)
+
+logger = get_logger(__name__)
+
+
+class ASR(sb.Brain):
+    """Pre-trained encoder + CTC head."""
+
+    def compute_forward(self, batch, stage):
+        """Waveforms -> CTC log-probabilities ``[B, T, outputs]``."""
+        batch = batch.to(self.device)
+        wavs, wav_lens = batch.sig
+        if stage == sb.Stage.TRAIN and self.hparams.augment:
+            wavs, wav_lens = self.hparams.wav_augment(wavs, wav_lens)
+        # Features in float32 whatever the training precision (as in pre-training).
+        with torch.autocast(device_type=self.device_type, enabled=False):
+            feats = self.hparams.compute_features(wavs.float())
+            feats = self.modules.normalize(feats, wav_lens)
+        with torch.set_grad_enabled(stage == sb.Stage.TRAIN and not self.hparams.freeze_encoder):
+            encoded = self.modules.encoder(self.modules.CNN(feats), wav_lens)
+        logits = self.modules.ctc_lin(self.modules.back_end_ffn(encoded))
+        return self.hparams.log_softmax(logits), wav_lens
+
+    def compute_objectives(self, predictions, batch, stage):
+        """CTC loss; word and character error rates outside training."""
+        p_ctc, wav_lens = predictions
+        tokens, tokens_lens = batch.tokens
+        if stage == sb.Stage.TRAIN and self.hparams.augment:
+            tokens = self.hparams.wav_augment.replicate_labels(tokens)
+            tokens_lens = self.hparams.wav_augment.replicate_labels(tokens_lens)
+        loss = self.hparams.ctc_cost(p_ctc.float(), tokens, wav_lens, tokens_lens)
+
+        if stage != sb.Stage.TRAIN:
+            if stage == sb.Stage.TEST and self.test_searcher is not None:
+                hyps = [h[0].text for h in self.test_searcher(p_ctc.float(), wav_lens)]
+            else:
+                sequences = sb.decoders.ctc_greedy_decode(p_ctc, wav_lens, blank_id=self.hparams.blank_index)
+                hyps = [self.tokens.decode(seq) for seq in sequences]
+            predicted = [hyp.split() for hyp in hyps]
+            targets = [wrd.split() for wrd in batch.wrd]
+            self.wer_metric.append(batch.id, predicted, targets)
+            self.cer_metric.append(batch.id, predicted, targets)
+        return loss
+
+    def init_optimizers(self):
+        """One AdamW for the head, one (smaller lr) for the CNN + encoder."""
+        self.model_optimizer = self.hparams.model_opt_class(self.hparams.model.parameters())
+        self.optimizers_dict = {"model_optimizer": self.model_optimizer}
+        if self.checkpointer is not None:
+            self.checkpointer.add_recoverable("model_opt", self.model_optimizer)
+        if not self.hparams.freeze_encoder:
+            self.encoder_optimizer = self.hparams.encoder_opt_class(self.hparams.pt_model.parameters())
+            self.optimizers_dict["encoder_optimizer"] = self.encoder_optimizer
+            if self.checkpointer is not None:
+                self.checkpointer.add_recoverable("encoder_opt", self.encoder_optimizer)
+
+    def on_stage_start(self, stage, epoch=None):
+        """New error-rate accumulators for validation and test."""
+        if stage != sb.Stage.TRAIN:
+            self.wer_metric = self.hparams.error_rate_computer()
+            self.cer_metric = self.hparams.cer_computer()
+        self.stage_start = time.time()
+
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        """NewBob on the validation loss, logging, best-WER checkpoints; test results."""
+        stage_stats = {"loss": stage_loss}
+        if stage == sb.Stage.TRAIN:
+            self.train_stats = stage_stats
+            return
+        stage_stats["CER"] = self.cer_metric.summarize("error_rate")
+        stage_stats["WER"] = self.wer_metric.summarize("error_rate")
+        if stage == sb.Stage.VALID:
+            old_lr, new_lr = self.hparams.lr_annealing_model(stage_stats["loss"])
+            sb.nnet.schedulers.update_learning_rate(self.model_optimizer, new_lr)
+            meta = {"epoch": epoch, "lr": old_lr}
+            if not self.hparams.freeze_encoder:
+                old_lr_enc, new_lr_enc = self.hparams.lr_annealing_encoder(stage_stats["loss"])
+                sb.nnet.schedulers.update_learning_rate(self.encoder_optimizer, new_lr_enc)
+                meta["lr_encoder"] = old_lr_enc
+            meta["minutes"] = round((time.time() - self.fit_start) / 60.0, 2)
+            self.hparams.train_logger.log_stats(
+                stats_meta=meta, train_stats=self.train_stats, valid_stats=stage_stats
+            )
+            self.checkpointer.save_and_keep_only(
+                meta={"WER": stage_stats["WER"], "CER": stage_stats["CER"], "loss": stage_loss},
+                min_keys=["WER"],
+            )
+        elif stage == sb.Stage.TEST:
+            self.hparams.train_logger.log_stats(
+                stats_meta={"split": self.test_split, "epoch loaded": self.hparams.epoch_counter.current},
+                test_stats=stage_stats,
+            )
+            if if_main_process():
+                folder = self.hparams.output_folder
+                with open(os.path.join(folder, f"wer_{self.test_split}.txt"), "w", encoding="utf-8") as w:
+                    self.wer_metric.write_stats(w)
+                with open(os.path.join(folder, f"cer_{self.test_split}.txt"), "w", encoding="utf-8") as w:
+                    self.cer_metric.write_stats(w)
+                self.results["splits"][self.test_split] = {
+                    "WER": round(stage_stats["WER"], 2),
+                    "CER": round(stage_stats["CER"], 2),
+                    "loss": round(float(stage_loss), 4),
+                    "utterances": len(self.wer_metric.scores),
+                }
+                write_json(self.hparams.results_file, self.results)
+
+    def on_fit_start(self):
+        """Records when fitting started (epoch times in the log)."""
+        self.fit_start = time.time()
+        super().on_fit_start()
+
+
+def dataio_prepare(hparams, tokens):
+    """Train/valid/test datasets: audio and CTC targets; the train loader options."""
+
+    def read(csv_path):
+        return sb.dataio.dataset.DynamicItemDataset.from_csv(csv_path=csv_path)
+
+    train_data = read(hparams["train_csv"])
+    limits = {}
+    if hparams["avoid_if_longer_than"]:
+        limits["key_max_value"] = {"duration": hparams["avoid_if_longer_than"]}
+    if hparams["avoid_if_shorter_than"]:
+        limits["key_min_value"] = {"duration": hparams["avoid_if_shorter_than"]}
+    train_loader_kwargs = dict(hparams["train_dataloader_opts"])
+    if hparams["sorting"] in ("ascending", "descending"):
+        train_data = train_data.filtered_sorted(
+            sort_key="duration", reverse=hparams["sorting"] == "descending", **limits
+        )
+        train_loader_kwargs["shuffle"] = False  # sorted batches, as in SpeechBrain's recipe
+    elif hparams["sorting"] == "random":
+        if limits:
+            train_data = train_data.filtered_sorted(**limits)
+        train_loader_kwargs["shuffle"] = True
+    else:
+        raise ValueError(f"sorting must be ascending, descending or random, got {hparams['sorting']!r}")
+    if len(train_data) == 0:
+        raise ValueError(f"no training utterance in {hparams['train_csv']}")
+
+    valid_data = read(hparams["valid_csv"]).filtered_sorted(sort_key="duration")
+    test_datasets = {}
+    for split in hparams["test_splits"]:
+        test_datasets[split] = read(os.path.join(hparams["output_folder"], f"{split}.csv")).filtered_sorted(
+            sort_key="duration"
+        )
+    datasets = [train_data, valid_data, *test_datasets.values()]
+
+    @sb.utils.data_pipeline.takes("wav")
+    @sb.utils.data_pipeline.provides("sig")
+    def audio_pipeline(wav):
+        return sb.dataio.dataio.read_audio(wav)
+
+    @sb.utils.data_pipeline.takes("wrd")
+    @sb.utils.data_pipeline.provides("wrd", "tokens")
+    def text_pipeline(wrd):
+        yield wrd
+        yield torch.LongTensor(tokens.encode(wrd))
+
+    sb.dataio.dataset.add_dynamic_item(datasets, audio_pipeline)
+    sb.dataio.dataset.add_dynamic_item(datasets, text_pipeline)
+    sb.dataio.dataset.set_output_keys(datasets, ["id", "sig", "wrd", "tokens"])
+
+    if hparams["max_batch_len"]:
+        train_loader_kwargs = {
+            "batch_sampler": DynamicBatchSampler(
+                train_data,
+                max_batch_length=hparams["max_batch_len"],
+                num_buckets=hparams["num_buckets"],
+                length_func=lambda x: x["duration"],
+                shuffle=True,
+                batch_ordering="random",
+                seed=hparams["seed"],
+            ),
+            "num_workers": hparams["train_dataloader_opts"]["num_workers"],
+        }
+    return train_data, valid_data, test_datasets, train_loader_kwargs
+
+
+def build_tokens(hparams):
+    """Character label encoder, or SentencePiece trained on the train transcripts."""
+    if hparams["token_type"] == "char":
+        path = os.path.join(hparams["save_folder"], "label_encoder.txt")
+        run_on_main(CTCTokens.characters, kwargs={"path": path})
+        return CTCTokens.characters(path)
+    return CTCTokens.sentencepiece(
+        model_dir=os.path.join(hparams["save_folder"], "tokenizer"),
+        vocab_size=hparams["bpe_vocab_size"],
+        train_csv=hparams["train_csv"],
+        model_type=hparams["token_type"],
+    )
+
+
+def main(argv):
+    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    sb.utils.distributed.ddp_init_group(run_opts)
+    try:
+        hparams = load_hparams(hparams_file, overrides)
+    except (ValueError, KeyError, FileNotFoundError) as err:
+        sys.exit(f"Error in the configuration ({hparams_file} and command line): {err}")
+    if not os.path.isdir(hparams["data_folder"]) and not hparams["skip_prep"]:
+        sys.exit(
+            f"Error: data_folder {hparams['data_folder']!r} does not exist: pass --data_folder=/path/to/LibriSpeech "
+            "(the folder holding train-clean-100, dev-clean, ...)"
+        )
+    try:
+        found = find_pretrained(hparams["pretrained_path"])
+        if found is not None:
+            check_pretrained_config(found, hparams["encoder_config"], hparams_file)
+    except FileNotFoundError as err:
+        sys.exit(f"Error: {err}")
+    except PretrainedMismatchError as err:
+        sys.exit(f"Error: {err}. Fine-tune with the pre-training's mixer and sizes.")
+    if hparams["precision"] == "fp16" and not torch.cuda.is_available() and "precision" not in run_opts.overridden_args:
+        logger.warning("No GPU: training in fp32 instead of the YAML's fp16 (SpeechBrain has no fp16 on CPU)")
+        hparams["precision"] = "fp32"
+
+    base_file, merged_overrides = resolve_hparams_file(hparams_file, overrides)
+    sb.create_experiment_directory(
+        experiment_directory=hparams["output_folder"],
+        hyperparams_to_save=base_file,
+        overrides=merged_overrides,
+    )
+    if if_main_process() and os.path.abspath(base_file) != os.path.abspath(hparams_file):
+        shutil.copy(hparams_file, os.path.join(hparams["output_folder"], "hparams_" + os.path.basename(hparams_file)))
+
+    splits = list(dict.fromkeys(list(hparams["dev_splits"]) + list(hparams["test_splits"])))
+    try:
+        run_on_main(
+            prepare_librispeech,
+            kwargs={
+                "data_folder": hparams["data_folder"],
+                "save_folder": hparams["output_folder"],
+                "tr_splits": hparams["train_splits"],
+                "dev_splits": splits,
+                "merge_lst": hparams["train_splits"],
+                "merge_name": "train.csv",
+                "skip_prep": hparams["skip_prep"],
+            },
+        )
+        tokens = build_tokens(hparams)
+        train_data, valid_data, test_datasets, train_loader_kwargs = dataio_prepare(hparams, tokens)
+    except (ValueError, FileNotFoundError) as err:
+        sys.exit(f"Data preparation failed: {err}")
+
+    resuming = hparams["checkpointer"].find_checkpoint() is not None
+    if found is not None and not resuming:
+        load_kwargs = {
+            "found": found,
+            "pt_model": hparams["pt_model"],
+            "normalize": hparams["normalize"],
+            "encoder_config": hparams["encoder_config"],
+            "collect_in": os.path.join(hparams["save_folder"], "pretrained"),
+            "hparams_name": hparams_file,
+        }
+        try:  # the main process links the files and loads them, then the other ranks load them
+            run_on_main(load_pretrained, kwargs=load_kwargs, post_func=load_pretrained, post_kwargs=load_kwargs)
+        except PretrainedMismatchError as err:
+            sys.exit(f"Error: {err}. Fine-tune with the pre-training's mixer and sizes.")
+    elif found is None:
+        logger.info("No pre-trained encoder (pretrained_path: none): the encoder starts from random weights")
+
+    asr_brain = ASR(
+        modules=hparams["modules"],
+        hparams=hparams,
+        run_opts=run_opts,
+        checkpointer=hparams["checkpointer"],
+    )
+    asr_brain.tokens = tokens
+    asr_brain.test_searcher = None
+    n_encoder = count_parameters(hparams["pt_model"])
+    n_head = count_parameters(hparams["model"])
+    logger.info(f"Parameters: CNN + encoder {n_encoder / 1e6:.2f} M, CTC head {n_head / 1e6:.2f} M")
+
+    asr_brain.fit(
+        asr_brain.hparams.epoch_counter,
+        train_data,
+        valid_data,
+        train_loader_kwargs=train_loader_kwargs,
+        valid_loader_kwargs=hparams["valid_dataloader_opts"],
+    )
+
+    if hparams["test_decoding"] == "beam":
+        asr_brain.test_searcher = CTCBeamSearcher(
+            **hparams["test_beam_search"],
+            vocab_list=tokens.vocab_list(),
+        )
+    elif hparams["test_decoding"] != "greedy":
+        sys.exit(f"Error: test_decoding must be 'beam' or 'greedy', got {hparams['test_decoding']!r}")
+    asr_brain.results = {
+        "mixer": hparams["mixer"],
+        "mixer_options": hparams["encoder_config"].config["mixer_options"],
+        "d_model": hparams["d_model"],
+        "num_layers": hparams["num_layers"],
+        "params_encoder": n_encoder,
+        "params_total": n_encoder + n_head,
+        "pretrained": found["dir"] if found else None,
+        "token_type": hparams["token_type"],
+        "decoding": hparams["test_decoding"],
+        "beam_size": hparams["beam_size"] if hparams["test_decoding"] == "beam" else None,
+        "lm": hparams["kenlm_model_path"],
+        "train_splits": list(hparams["train_splits"]),
+        "epochs": hparams["epoch_counter"].current,
+        "splits": {},
+    }
+    for split, dataset in test_datasets.items():
+        asr_brain.test_split = split
+        asr_brain.evaluate(dataset, min_key="WER", test_loader_kwargs=hparams["test_dataloader_opts"])
+    if if_main_process():
+        logger.info(f"Results: {hparams['results_file']}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
