@@ -243,7 +243,7 @@ class EncoderConfig:
     """
 
     def __init__(self, **config):
-        self.config = json.loads(json.dumps(config))  # plain types, as in the file
+        self.config = json.loads(json.dumps(config, default=_plain))  # plain types, as in the file
 
     @mark_as_saver
     def save(self, path):
@@ -274,6 +274,15 @@ class EncoderConfig:
                 f"The encoder in {source} does not match this configuration: " + "; ".join(diffs)
                 + ". Use the same mixer and sizes, or another output_folder."
             )
+
+
+def _plain(value):
+    """JSON fallback: tuples are lists already; classes and functions by dotted name."""
+    target = getattr(value, "func", value)  # functools.partial
+    name = getattr(target, "__qualname__", None)
+    if name is not None:
+        return f"{getattr(target, '__module__', '')}.{name}"
+    return str(value)
 
 
 def _merge(into, update):

@@ -1,0 +1,383 @@
+#!/usr/bin/env python3
+"""BEST-RQ pre-training of a Conformer encoder with any token mixer (PoM,
+SummaryMixing, MHA, ...) on LibriSpeech, in the style of SpeechBrain's
+``recipes/LibriSpeech/self-supervised-learning/BEST-RQ``.
+
+One GPU (or CPU)::
+
+    python recipes/LibriSpeech/pretrain/train.py hparams/pretrain/pom.yaml \\
+        --data_folder=/path/to/LibriSpeech
+
+Several GPUs (SpeechBrain's DDP; max_batch_len is per GPU)::
+
+    torchrun --nproc-per-node=4 recipes/LibriSpeech/pretrain/train.py \\
+        hparams/pretrain/pom.yaml --data_folder=/path/to/LibriSpeech
+
+The per-mixer file is merged over ``hparams/pretrain/base.yaml`` and the
+command line over both (any key can be overridden). Re-running the same
+command resumes from the last checkpoint in ``<output_folder>/save``.
+
+For every batch: 80 log-Mel filterbanks, per-utterance normalisation, a
+batch-wide mask (SpeechBrain's ``brq_mask_collate_fn``: spans of 4 frames,
+each frame starting one with probability 0.15), targets = random-projection
+codes of the clean stacked frames, masked frames replaced by N(0, 0.1) noise,
+CNN (4x in time) + encoder + linear head, cross-entropy on masked frames.
+
+Authors
+ * pom-speech contributors 2025
+"""
+
+import dataclasses
+import json
+import os
+import shutil
+import sys
+import time
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+
+import speechbrain as sb
+from speechbrain.dataio.sampler import DynamicBatchSampler
+from speechbrain.lobes.models.BESTRQ import brq_mask_collate_fn
+from speechbrain.utils.distributed import if_main_process, is_distributed_initialized, run_on_main
+from speechbrain.utils.logger import get_logger
+
+from pom.bestrq import (
+    load_hparams,
+    masked_stacked_indices,
+    module_fingerprint,
+    pad_to_multiple,
+    resolve_hparams_file,
+)
+from pom.data.librispeech import prepare_librispeech
+
+logger = get_logger(__name__)
+
+
+class BestRQBrain(sb.Brain):
+    """Masked prediction of random-projection codes (BEST-RQ)."""
+
+    def compute_forward(self, batch, stage):
+        """Returns the head's logits on the masked frames ``[N, cb_vocab]``
+        and their target codes ``[N]``."""
+        wavs, wav_lens, mask = (t.to(self.device) for t in batch[:3])
+        hp = self.hparams
+        # Features, targets and noise in float32, whatever the training precision.
+        with torch.autocast(device_type=self.device_type, enabled=False):
+            feats = hp.compute_features(wavs.float())
+            feats = self.modules.normalize(feats, wav_lens, epoch=hp.epoch_counter.current)
+            feats = pad_to_multiple(feats, hp.stack_frames)
+            batch_size, n_frames, n_mels = feats.shape
+            masked = masked_stacked_indices(mask, hp.stack_frames)
+            stacked = feats.reshape(batch_size, n_frames // hp.stack_frames, hp.stack_frames * n_mels)
+            targets = self.modules.quantizer(stacked[:, masked])
+            noise = torch.normal(
+                hp.noise_mean, hp.noise_std, size=(batch_size, mask.numel(), n_mels), device=feats.device
+            )
+            feats = feats.index_copy(1, mask, noise)
+
+        src = self.modules.CNN(feats)
+        encoded = self.modules.encoder(src, wav_lens)
+        logits = self.modules.head(encoded[:, masked])  # the head only sees masked frames
+        return logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)
+
+    def compute_objectives(self, predictions, batch, stage):
+        """Cross-entropy on the masked frames; accumulates loss and accuracy."""
+        logits, targets = predictions
+        loss = F.cross_entropy(logits.float(), targets)
+        with torch.no_grad():
+            correct = (logits.argmax(dim=-1) == targets).sum()
+            if torch.isfinite(loss):
+                self.stats += torch.stack([loss.detach().double() * targets.numel(), correct.double(),
+                                           torch.tensor(float(targets.numel()), device=loss.device).double()])
+        return loss
+
+    # ------------------------------------------------------------------ hooks
+    def on_fit_start(self):
+        """Recovers the last checkpoint, then records where training starts."""
+        super().on_fit_start()
+        self.skipped_steps = 0
+        self._check_ranks_identical("start")
+        if if_main_process():
+            self.hparams.encoder_config.save(os.path.join(self.hparams.save_folder, "encoder_config.json"))
+        epoch = self.hparams.epoch_counter.current
+        if self.optimizer_step > 0:
+            msg = f"resumed from checkpoint: optimizer step {self.optimizer_step}, epoch {epoch}, batch {self.step}"
+        else:
+            msg = "started from scratch"
+        logger.info(msg)
+        if if_main_process():
+            self.hparams.train_steps_logger.log_stats(stats_meta={"event": msg.replace(",", ";")})
+        self._interval_start = time.time()
+
+    def on_stage_start(self, stage, epoch=None):
+        """Resets the loss/accuracy accumulators."""
+        self.stats = torch.zeros(3, dtype=torch.float64, device=self.device)
+        if stage == sb.Stage.TRAIN:
+            self.interval_stats = torch.zeros(3, dtype=torch.float64, device=self.device)
+
+    def on_fit_batch_start(self, batch, should_step):
+        """Sets the Noam learning rate of the coming optimizer step (before it,
+        so that the first step uses the warm-up rate, not the peak)."""
+        if should_step:
+            self.hparams.noam_annealing(self.optimizer)
+
+    def on_fit_batch_end(self, batch, outputs, loss, should_step):
+        """Logs every ``log_interval`` optimizer steps; optional batch log."""
+        if self.hparams.batch_log and if_main_process():
+            with open(self.hparams.batch_log, "a", encoding="utf-8") as f:
+                ids = " ".join(batch[3])
+                f.write(f"{self.hparams.epoch_counter.current}\t{self.step}\t{self.optimizer_step}\t{ids}\n")
+        if should_step and self.optimizer_step % self.hparams.log_interval == 0:
+            self._log_interval()
+
+    def _log_interval(self):
+        interval = self.stats - self.interval_stats
+        self.interval_stats = self.stats.clone()
+        if is_distributed_initialized():
+            torch.distributed.all_reduce(interval)
+        loss_sum, correct, frames = interval.tolist()
+        now = time.time()
+        stats = {
+            "steps": self.optimizer_step,
+            "lr": f"{self.optimizer.param_groups[0]['lr']:.3e}",
+            "loss": round(loss_sum / max(frames, 1.0), 4),
+            "masked_acc": round(correct / max(frames, 1.0), 4),
+            "skipped_steps": self.skipped_steps,
+            "s_per_step": round((now - self._interval_start) / self.hparams.log_interval, 3),
+        }
+        self._interval_start = now
+        if if_main_process():
+            self.hparams.train_steps_logger.log_stats(stats_meta=stats)
+
+    def check_loss_isfinite(self, loss):
+        """SpeechBrain's check (counts and, past ``nonfinite_patience``, stops);
+        the step itself is skipped by :meth:`check_gradients`."""
+        if not torch.isfinite(loss):
+            logger.warning(f"Non-finite loss at optimizer step {self.optimizer_step + 1}; the step is skipped.")
+        super().check_loss_isfinite(loss)
+
+    def check_gradients(self):
+        """With ``skip_nonfinite_grads``: if any gradient is non-finite, drops
+        all of them, so the optimizer leaves every weight (and its state)
+        untouched, and counts the skipped step. One device sync per step."""
+        grads = [p.grad for p in self.modules.parameters() if p.grad is not None]
+        if grads and not bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()):
+            for param in self.modules.parameters():
+                param.grad = None
+            self.skipped_steps += 1
+            logger.warning(f"Non-finite gradients: optimizer step {self.optimizer_step + 1} skipped.")
+
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        """Logs the epoch and saves the end-of-epoch checkpoint."""
+        stats = self.stats.clone()
+        if is_distributed_initialized() and stage == sb.Stage.TRAIN:
+            torch.distributed.all_reduce(stats)
+        loss_sum, correct, frames = stats.tolist()
+        stage_stats = {"loss": round(loss_sum / max(frames, 1.0), 4), "masked_acc": round(correct / max(frames, 1.0), 4)}
+        if stage == sb.Stage.TRAIN:
+            self.train_stats = stage_stats
+            if not self.has_valid:
+                self._end_of_epoch(epoch, None)
+        elif stage == sb.Stage.VALID:
+            self._end_of_epoch(epoch, stage_stats)
+
+    def _end_of_epoch(self, epoch, valid_stats):
+        meta = {"epoch": epoch, "steps": self.optimizer_step, "lr": self.optimizer.param_groups[0]["lr"]}
+        if if_main_process():
+            self.hparams.train_stage_logger.log_stats(
+                stats_meta=meta, train_stats=self.train_stats, valid_stats=valid_stats
+            )
+        self._check_ranks_identical(f"epoch {epoch}")
+        if valid_stats:
+            meta.update({f"valid_{k}": v for k, v in valid_stats.items()})
+        self.checkpointer.save_and_keep_only(
+            end_of_epoch=True, num_to_keep=self.hparams.num_end_of_epoch_ckpts, meta=meta
+        )
+
+    def _should_save_intra_epoch_ckpt(self, last_ckpt_time, steps_since_ckpt):
+        """SpeechBrain's decision, but only right after an optimizer step, so
+        that no partly accumulated gradient is lost by a restart."""
+        decision = super()._should_save_intra_epoch_ckpt(last_ckpt_time, steps_since_ckpt)
+        return decision and self.step % self.grad_accumulation_factor == 0
+
+    def _check_ranks_identical(self, where):
+        """Under DDP, checks that every rank holds bitwise the same weights
+        and quantizer; records the fingerprints in ``ddp_check.jsonl``."""
+        if not is_distributed_initialized():
+            return
+        mine = {
+            "model": module_fingerprint(self.modules.CNN, self.modules.encoder, self.modules.head),
+            "quantizer": module_fingerprint(self.modules.quantizer),
+        }
+        every = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(every, mine)
+        if if_main_process():
+            with open(os.path.join(self.hparams.output_folder, "ddp_check.jsonl"), "a", encoding="utf-8") as f:
+                f.write(json.dumps({"where": where, "steps": self.optimizer_step, "ranks": every}) + "\n")
+        if any(fp != every[0] for fp in every):
+            raise RuntimeError(f"DDP ranks disagree at {where}: {every}")
+
+
+def dataio_prepare(hparams):
+    """Train dataset, train/valid loader options (dynamic batches, BEST-RQ masks)."""
+    train_data = sb.dataio.dataset.DynamicItemDataset.from_csv(csv_path=hparams["train_csv"])
+    train_data = train_data.filtered_sorted(
+        sort_key="duration",
+        key_max_value={"duration": hparams["avoid_if_longer_than"]},
+        key_min_value={"duration": hparams["avoid_if_shorter_than"]},
+    )
+    datasets = [train_data]
+    valid_data = None
+    if hparams["valid_csv"]:
+        valid_data = sb.dataio.dataset.DynamicItemDataset.from_csv(csv_path=hparams["valid_csv"])
+        valid_data = valid_data.filtered_sorted(sort_key="duration")
+        datasets.append(valid_data)
+    if len(train_data) == 0:
+        raise ValueError(f"No training utterance left in {hparams['train_csv']} after the duration filters")
+
+    @sb.utils.data_pipeline.takes("wav")
+    @sb.utils.data_pipeline.provides("sig")
+    def audio_pipeline(wav):
+        return sb.dataio.dataio.read_audio(wav)
+
+    sb.dataio.dataset.add_dynamic_item(datasets, audio_pipeline)
+    sb.dataio.dataset.set_output_keys(datasets, ["id", "sig"])
+
+    hop = hparams["sample_rate"] * hparams["hop_length"] // 1000
+
+    def fbank_frames(num_samples):
+        """Frames of the (centred) Fbank for ``num_samples`` samples."""
+        return (num_samples // hop + 1).to(torch.long)
+
+    mask_collate = partial(
+        brq_mask_collate_fn,
+        get_out_len_fn=fbank_frames,
+        mask_prob=hparams["mask_prob"],
+        mask_length=hparams["mask_length"],
+        n_mels=hparams["n_mels"],
+    )
+
+    def collate(samples):
+        """(wavs, relative lengths, masked frame indices, ids)."""
+        return (*mask_collate(samples), [s["id"] for s in samples])
+
+    train_sampler = DynamicBatchSampler(
+        train_data,
+        max_batch_length=hparams["max_batch_len"],
+        num_buckets=hparams["train_num_buckets"],
+        length_func=lambda x: x["duration"],
+        shuffle=True,
+        batch_ordering="random",
+        seed=hparams["seed"],
+    )
+    train_loader_kwargs = {
+        "batch_sampler": train_sampler,
+        "collate_fn": collate,
+        "num_workers": hparams["train_dataloader_options"]["num_workers"],
+    }
+    valid_loader_kwargs = dict(hparams["valid_dataloader_options"], collate_fn=collate)
+    logger.info(
+        f"{len(train_data)} training utterances in {len(train_sampler)} dynamic batches of "
+        f"<= {hparams['max_batch_len']} s ({hparams['train_num_buckets']} buckets)"
+    )
+    return train_data, valid_data, train_sampler, train_loader_kwargs, valid_loader_kwargs
+
+
+def check_hparams(hparams):
+    """Clear errors for settings that cannot work."""
+    if hparams["mask_length"] % hparams["stack_frames"]:
+        raise ValueError(
+            f"mask_length ({hparams['mask_length']}) must be a multiple of stack_frames ({hparams['stack_frames']})"
+        )
+    if not os.path.isdir(hparams["data_folder"]) and not hparams["skip_prep"]:
+        raise FileNotFoundError(
+            f"data_folder {hparams['data_folder']!r} does not exist: pass --data_folder=/path/to/LibriSpeech "
+            "(the folder holding train-clean-100, dev-clean, ...)"
+        )
+
+
+def export_pretrained(hparams, checkpointer):
+    """Copies the last checkpoint's encoder, normaliser and configuration to
+    ``<output_folder>/pretrained/`` (the fine-tuning recipe's input)."""
+    ckpt = checkpointer.find_checkpoint()
+    if ckpt is None:
+        return
+    out = os.path.join(hparams["output_folder"], "pretrained")
+    os.makedirs(out, exist_ok=True)
+    for name in ("model", "normalize", "quantizer", "head"):
+        shutil.copyfile(ckpt.paramfiles[name], os.path.join(out, f"{name}.ckpt"))
+    shutil.copyfile(ckpt.paramfiles["encoder_config"], os.path.join(out, "encoder_config.json"))
+    with open(os.path.join(out, "checkpoint.json"), "w", encoding="utf-8") as f:
+        json.dump({"checkpoint": str(ckpt.path), **{k: v for k, v in ckpt.meta.items() if k != "unixtime"}}, f, indent=2)
+    logger.info(f"Pre-trained encoder exported to {out} (from {ckpt.path})")
+
+
+def main(argv):
+    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    if isinstance(run_opts.optimizer_step_limit, str):  # SpeechBrain 1.1 parses it as a string
+        run_opts = dataclasses.replace(run_opts, optimizer_step_limit=int(run_opts.optimizer_step_limit))
+    sb.utils.distributed.ddp_init_group(run_opts)
+
+    try:
+        hparams = load_hparams(hparams_file, overrides)
+        hparams.setdefault("batch_log", None)
+        check_hparams(hparams)
+    except (ValueError, KeyError, FileNotFoundError) as err:
+        sys.exit(f"Error in the configuration ({hparams_file} and command line): {err}")
+
+    # ckpt_interval_steps given on the command line replaces the default time interval.
+    if "ckpt_interval_steps" in run_opts.overridden_args and "ckpt_interval_minutes" not in run_opts.overridden_args:
+        hparams["ckpt_interval_minutes"] = 0
+
+    base_file, merged_overrides = resolve_hparams_file(hparams_file, overrides)
+    sb.create_experiment_directory(
+        experiment_directory=hparams["output_folder"],
+        hyperparams_to_save=base_file,
+        overrides=merged_overrides,
+    )
+    if if_main_process() and os.path.abspath(base_file) != os.path.abspath(hparams_file):
+        shutil.copy(hparams_file, os.path.join(hparams["output_folder"], "hparams_" + os.path.basename(hparams_file)))
+
+    try:
+        run_on_main(
+            prepare_librispeech,
+            kwargs={
+                "data_folder": hparams["data_folder"],
+                "save_folder": hparams["output_folder"],
+                "tr_splits": hparams["train_splits"],
+                "dev_splits": hparams["dev_splits"],
+                "te_splits": hparams["test_splits"],
+                "merge_lst": hparams["train_splits"],
+                "merge_name": "train.csv",
+                "skip_prep": hparams["skip_prep"],
+            },
+        )
+        train_data, valid_data, train_sampler, train_kwargs, valid_kwargs = dataio_prepare(hparams)
+    except (ValueError, FileNotFoundError) as err:
+        sys.exit(f"Data preparation failed: {err}")
+
+    brain = BestRQBrain(
+        modules=hparams["modules"],
+        opt_class=hparams["optimizer"],
+        hparams=hparams,
+        run_opts=run_opts,
+        checkpointer=hparams["checkpointer"],
+    )
+    brain.has_valid = valid_data is not None
+    brain.train_sampler = train_sampler  # so that fit() calls set_epoch (DDP replaces it by its wrapper)
+    brain.fit(
+        brain.hparams.epoch_counter,
+        train_data,
+        valid_data,
+        train_loader_kwargs=train_kwargs,
+        valid_loader_kwargs=valid_kwargs,
+    )
+    if if_main_process():
+        export_pretrained(hparams, brain.checkpointer)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
