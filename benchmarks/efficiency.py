@@ -275,10 +275,16 @@ def measure_cpu(step, repeats, warmup):
     return times, max(0, peak_kb - base_kb) * 1024
 
 
-def measure_cuda(step, repeats, warmup):
+def cuda_memory_base():
+    """Allocated bytes now (weights, input), with the peak counter reset."""
     torch.cuda.synchronize()
-    base = torch.cuda.memory_allocated()
     torch.cuda.reset_peak_memory_stats()
+    return torch.cuda.memory_allocated()
+
+
+def measure_cuda(step, repeats, warmup, base=None):
+    if base is None:
+        base = cuda_memory_base()
     for _ in range(warmup):
         step()
     torch.cuda.synchronize()
@@ -326,6 +332,8 @@ def run_config(cfg):
         extras.append("cuda-graphs")
     if cfg.get("compile"):
         extras.append("compile")
+    if cfg.get("no_lens"):
+        extras.append("no-lens")
     row["options"] = "+".join(extras)
     torch.manual_seed(0)
     try:
@@ -337,12 +345,13 @@ def run_config(cfg):
             model = torch.compile(model, mode=mode, dynamic=False)
         frames = cfg["seconds"] * FRAMES_PER_SECOND
         feats = torch.randn(cfg["batch"], frames, N_MELS, device=device)
-        lens = torch.ones(cfg["batch"], device=device)
+        lens = None if cfg.get("no_lens") else torch.ones(cfg["batch"], device=device)
         step = make_step(model, feats, lens, cfg["mode"], cfg["grad"], device, dtype)
         if device.type == "cuda":
+            base = cuda_memory_base()  # before any capture: a graph's memory pool counts
             if cfg.get("cuda_graphs") and not cfg.get("compile") and cfg["mode"] == "infer" and not cfg["grad"]:
                 step = cuda_graph_step(step)
-            times, peak = measure_cuda(step, cfg["repeats"], cfg["warmup"])
+            times, peak = measure_cuda(step, cfg["repeats"], cfg["warmup"], base)
         else:
             torch.set_num_threads(cfg["threads"])
             times, peak = measure_cpu(step, cfg["repeats"], cfg["warmup"])
@@ -355,7 +364,10 @@ def run_config(cfg):
         row["status"] = "oom" if is_oom(err) else f"error: {type(err).__name__}: {str(err).splitlines()[0][:160]}"
     finally:
         if device.type == "cuda":
+            import gc
+
             model = feats = step = None  # noqa: F841
+            gc.collect()
             torch.cuda.empty_cache()
     return row
 
@@ -418,6 +430,19 @@ def markdown_table(rows, mode):
     return "\n".join(lines)
 
 
+def read_csv(path):
+    """Rows of an ``efficiency.csv`` with numbers parsed (for --from-csv)."""
+    rows = []
+    with open(path, newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            for key in ("grad", "seconds", "frames", "batch"):
+                row[key] = int(row[key]) if row.get(key) not in (None, "") else 0
+            for key in ("time_ms", "time_ms_min", "memory_MiB", "params_M"):
+                row[key] = float(row[key]) if row.get(key) not in (None, "") else math.nan
+            rows.append(row)
+    return rows
+
+
 def plot(rows, path, title, logy=False):
     import matplotlib
 
@@ -431,7 +456,9 @@ def plot(rows, path, title, logy=False):
     for i, mode in enumerate(modes):
         grad = any(r["mode"] == mode and int(r.get("grad", 0)) for r in rows)
         label = "forward" + (" (autograd on)" if grad else "") if mode == "infer" else "training step (fwd + bwd)"
-        for j, (key, ylabel) in enumerate([("time_ms", "time (ms)"), ("memory_MiB", "peak memory above weights (GiB)")]):
+        cpu = any(r.get("device") == "cpu" for r in rows)
+        mem_label = "peak RSS above model + input (GiB)" if cpu else "peak allocated above weights + input (GiB)"
+        for j, (key, ylabel) in enumerate([("time_ms", "time (ms)"), ("memory_MiB", mem_label)]):
             ax = axes[i][j]
             for k, mixer in enumerate(mixers):
                 mine = sorted((r for r in rows if r["mode"] == mode and r["mixer"] == mixer), key=lambda r: r["seconds"])
@@ -569,6 +596,25 @@ def measure_device_rates(device, dtype):
     return rate, 2 * numel * 4 / t
 
 
+def saved_activation_bytes(fn, exclude=()):
+    """Bytes of the distinct tensors autograd keeps for backward while running
+    ``fn()`` (storages of ``exclude``, e.g. the parameters, left out)."""
+    from torch.autograd.graph import saved_tensors_hooks
+
+    skip = {t.untyped_storage().data_ptr() for t in exclude}
+    storages = {}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in skip:
+            storages[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(storages.values())
+
+
 def pom_floor(device, dtype, batch, seconds, d_model=488, degree=2, expansion=2, chunk_size=1024):
     """Times one PoM mixer (plain, chunked) in inference and training and sets it
     against max(FLOPs / measured matmul rate, bytes / measured bandwidth)."""
@@ -608,7 +654,12 @@ def pom_floor(device, dtype, batch, seconds, d_model=488, degree=2, expansion=2,
                     out.float().sum().backward()
 
             t = timeit(fn, device, repeats=10 if device.type == "cuda" else 3, warmup=3 if device.type == "cuda" else 1)
+            saved = math.nan
+            if mode == "train":
+                with autocast(device, dtype):
+                    saved = saved_activation_bytes(lambda: mixer(x), exclude=list(mixer.parameters()) + [x]) / 2**20
             rows.append(dict(
+                saved_MiB=saved,
                 mode=mode, implementation=impl, time_ms=1000 * t, gflop=flops / 1e9, matmul_floor_ms=1000 * flops / rate,
                 bytes_floor_ms=1000 * min_bytes / bandwidth, unfused_bytes_ms=1000 * unfused / bandwidth,
                 floor_ms=1000 * floor, x_floor=t / floor,
@@ -624,13 +675,15 @@ def floor_markdown(info, rows):
         f"{info['seconds']} s ({info['frames']} frames), {info['dtype']}; measured matmul rate "
         f"{info['rate_tflops']:.2f} TFLOP/s, copy bandwidth {info['bandwidth_gbs']:.1f} GB/s.",
         "",
-        "| mode | implementation | time (ms) | GFLOP | matmul floor (ms) | bytes floor (ms) | unfused bytes (ms) | time / floor |",
-        "|---|---|---|---|---|---|---|---|",
+        "| mode | implementation | time (ms) | GFLOP | matmul floor (ms) | bytes floor (ms) | unfused bytes (ms) "
+        "| time / floor | kept for backward (MiB) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        saved = "" if math.isnan(r["saved_MiB"]) else f"{r['saved_MiB']:.1f}"
         lines.append(
             f"| {r['mode']} | {r['implementation']} | {r['time_ms']:.2f} | {r['gflop']:.1f} | {r['matmul_floor_ms']:.2f} | "
-            f"{r['bytes_floor_ms']:.3f} | {r['unfused_bytes_ms']:.2f} | {r['x_floor']:.1f} |"
+            f"{r['bytes_floor_ms']:.3f} | {r['unfused_bytes_ms']:.2f} | {r['x_floor']:.1f} | {saved} |"
         )
     return "\n".join(lines)
 
@@ -655,13 +708,18 @@ def parse_args(argv=None):
     p.add_argument("--chunk-size", type=int, default=1024, help="frames per chunk of the chunked PoM")
     p.add_argument("--cuda-graphs", action="store_true", help="inference through a captured CUDA graph (GPU)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (with --cuda-graphs: reduce-overhead)")
-    p.add_argument("--threads", type=int, default=os.cpu_count(), help="CPU threads")
+    p.add_argument("--no-lens", action="store_true",
+                   help="call the encoders without wav_lens (no padding mask: SDPA may then use FlashAttention)")
+    p.add_argument("--threads", type=int, default=os.cpu_count(),
+                   help="CPU threads (on a shared machine 1 is steadier)")
     p.add_argument("--timeout", type=int, default=600, help="seconds per CPU configuration")
     p.add_argument("--check", action="store_true", help="check chunked PoM against plain PoM on the device")
     p.add_argument("--floor", action="store_true", help="PoM layer time against its matmul / bandwidth floor")
     p.add_argument("--floor-seconds", type=int, help="input length of --floor (default GPU 80, CPU 16)")
     p.add_argument("--no-bench", action="store_true", help="only --check / --floor")
     p.add_argument("--logy", action="store_true", help="log-scale y axes in the plot")
+    p.add_argument("--title", help="device name in the plot title (--from-csv)")
+    p.add_argument("--from-csv", help="no measurement: redraw the plot and tables of an efficiency.csv into --out")
     p.add_argument("--out", default=os.path.join(REPO, "benchmarks", "out"), help="folder for efficiency.csv/.png/.md")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -685,7 +743,17 @@ def main(argv=None):
     if args.worker:
         print("RESULT " + json.dumps(run_config(json.loads(args.worker))), flush=True)
         return 0
+    if args.from_csv:
+        rows = read_csv(args.from_csv)
+        os.makedirs(args.out, exist_ok=True)
+        first = rows[0]
+        title = f"{args.title or first['device']} | batch {first['batch']}, {first['dtype']}" + (", autograd on" if first["grad"] else "")
+        plot(rows, os.path.join(args.out, "efficiency.png"), title, args.logy)
+        print("\n\n".join(markdown_table(rows, m) for m in ("infer", "train") if any(r["mode"] == m for r in rows)))
+        return 0
     device = torch.device(args.device)
+    if device.type == "cpu":
+        torch.set_num_threads(args.threads)
     os.makedirs(args.out, exist_ok=True)
     env = environment(device)
     report = [f"device: {env['device']}; date {env['date']}; torch {env['torch']}"
@@ -716,7 +784,8 @@ def main(argv=None):
                     cfg = dict(mixer=mixer, mode=mode, seconds=seconds, batch=args.batch, dtype=args.dtype,
                                device=args.device, grad=args.grad, repeats=args.repeats, warmup=args.warmup,
                                layers=args.layers, source=args.source, chunk_size=args.chunk_size,
-                               cuda_graphs=args.cuda_graphs, compile=args.compile, threads=args.threads)
+                               cuda_graphs=args.cuda_graphs, compile=args.compile, threads=args.threads,
+                               no_lens=args.no_lens)
                     t0 = time.time()
                     row = run_config_subprocess(cfg, args.timeout) if device.type == "cpu" else run_config(cfg)
                     results.append(row)
