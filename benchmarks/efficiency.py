@@ -106,6 +106,10 @@ HPARAMS_FILES = {
     "pom_chunked": ["pom.yaml"],
     "pom_selective": ["pom_selective.yaml"],
     "pom_frequency": ["pom_frequency.yaml"],
+    # hparams only (no table entry): the linear-attention study's other mixers
+    "fastformer": ["fastformer.yaml"],
+    "hypermixing": ["hypermixing.yaml"],
+    "mamba": ["mamba.yaml"],
 }
 DEFAULT_MIXERS = ["relposmhaxl", "mha", "summarymixing", "pom", "pom_chunked"]
 GPU_SECONDS = [10, 20, 40, 60, 80, 160, 320, 600]
@@ -694,7 +698,8 @@ def floor_markdown(info, rows):
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", choices=["cuda", "cpu"], default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--mixers", nargs="+", default=DEFAULT_MIXERS, help=f"from {', '.join(MODELS)}")
+    p.add_argument("--mixers", nargs="+", default=DEFAULT_MIXERS,
+                   help=f"from {', '.join(dict.fromkeys([*MODELS, *HPARAMS_FILES]))}")
     p.add_argument("--seconds", nargs="+", type=int, help=f"input lengths (default GPU {GPU_SECONDS}, CPU {CPU_SECONDS})")
     p.add_argument("--batch", type=int, help="batch size (default GPU 6, CPU 2)")
     p.add_argument("--mode", choices=["infer", "train", "both"], default="both")
@@ -730,7 +735,7 @@ def parse_args(argv=None):
     args.repeats = args.repeats or (10 if gpu else 3)
     args.warmup = args.warmup if args.warmup is not None else (10 if gpu else 1)
     args.floor_seconds = args.floor_seconds or (80 if gpu else 16)
-    unknown = [m for m in args.mixers if m not in MODELS]
+    unknown = [m for m in args.mixers if m not in MODELS and m not in HPARAMS_FILES]
     if unknown:
         p.error(f"unknown mixers {unknown}; known: {', '.join(MODELS)}")
     if gpu and not torch.cuda.is_available():
