@@ -87,10 +87,11 @@ def test_gradcheck_float64():
     assert torch.autograd.gradcheck(lambda x: chunked_polynomial_mixing(mixer, x, mask, 3), (x,))
 
 
-def test_option_on_the_mixer_same_state_dict_same_result_float32():
+@pytest.mark.parametrize("cls", [PolynomialMixer, SelectivePolynomialMixer, FrequencyAwarePolynomialMixer])
+def test_option_on_the_mixer_same_state_dict_same_result_float32(cls):
     torch.manual_seed(0)
-    plain = PolynomialMixer(D, degree=2, expansion=2)
-    fast = PolynomialMixer(D, degree=2, expansion=2, implementation="chunked", chunk_size=4)
+    plain = cls(D, degree=2, expansion=2)
+    fast = cls(D, degree=2, expansion=2, implementation="chunked", chunk_size=4)
     fast.load_state_dict(plain.state_dict())
     assert plain.state_dict().keys() == fast.state_dict().keys()
     x, mask = batch(dtype=torch.float32)

@@ -127,13 +127,7 @@ class PolynomialMixer(nn.Module):
         chunk_size=1024,
     ):
         super().__init__()
-        if implementation not in self.IMPLEMENTATIONS:
-            raise ValueError(
-                f"PolynomialMixer: unknown implementation '{implementation}', expected one of {self.IMPLEMENTATIONS}"
-            )
-        if implementation == "chunked" and (causal or dropout > 0):
-            raise ValueError("PolynomialMixer: implementation='chunked' supports neither causal=True nor dropout > 0")
-        self.implementation, self.chunk_size = implementation, chunk_size
+        self._set_implementation(implementation, chunk_size, causal, dropout)
         if form not in self.FORMS:
             raise ValueError(f"PolynomialMixer: unknown form '{form}', expected one of {self.FORMS}")
         if degree < 1 or expansion < 1:
@@ -155,6 +149,14 @@ class PolynomialMixer(nn.Module):
         self.output_proj = nn.Linear(self.state_dim, d_model, bias=bias)
         self.dropout = nn.Dropout(dropout)
         self.norm = nn.LayerNorm(d_model) if output_norm else nn.Identity()
+
+    def _set_implementation(self, implementation, chunk_size, causal, dropout):
+        name = type(self).__name__
+        if implementation not in self.IMPLEMENTATIONS:
+            raise ValueError(f"{name}: unknown implementation '{implementation}', expected one of {self.IMPLEMENTATIONS}")
+        if implementation == "chunked" and (causal or dropout > 0):
+            raise ValueError(f"{name}: implementation='chunked' supports neither causal=True nor dropout > 0")
+        self.implementation, self.chunk_size = implementation, chunk_size
 
     def expand(self, x):
         """Per-frame polynomial terms ``P(x_t)`` and gate ``s(x_t)``, both ``[B, T, state_dim]``."""

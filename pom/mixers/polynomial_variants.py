@@ -56,10 +56,14 @@ class SelectivePolynomialMixer(PolynomialMixer):
         LayerNorm on the output.
     causal : bool
         Running mean instead of the global mean.
+    implementation, chunk_size :
+        As in :class:`PolynomialMixer` (``"chunked"``: same function, less memory).
     """
 
-    def __init__(self, d_model, degree=2, expansion=2, bias=True, dropout=0.0, output_norm=True, causal=False):
+    def __init__(self, d_model, degree=2, expansion=2, bias=True, dropout=0.0, output_norm=True, causal=False,
+                 implementation="plain", chunk_size=1024):
         nn.Module.__init__(self)
+        self._set_implementation(implementation, chunk_size, causal, dropout)
         if degree < 1 or expansion < 1:
             raise ValueError(f"SelectivePolynomialMixer: degree ({degree}) and expansion ({expansion}) must be >= 1")
         self.d_model, self.degree, self.expansion = d_model, degree, expansion
@@ -98,10 +102,14 @@ class FrequencyAwarePolynomialMixer(PolynomialMixer):
         LayerNorm on the output.
     causal : bool
         Running mean instead of the global mean.
+    implementation, chunk_size :
+        As in :class:`PolynomialMixer` (``"chunked"``: same function, less memory).
     """
 
-    def __init__(self, d_model, groups=2, degree=2, expansion=2, bias=True, dropout=0.0, output_norm=True, causal=False):
+    def __init__(self, d_model, groups=2, degree=2, expansion=2, bias=True, dropout=0.0, output_norm=True, causal=False,
+                 implementation="plain", chunk_size=1024):
         nn.Module.__init__(self)
+        self._set_implementation(implementation, chunk_size, causal, dropout)
         if groups < 1 or d_model % groups != 0:
             raise ValueError(f"FrequencyAwarePolynomialMixer: d_model ({d_model}) must be divisible by groups ({groups})")
         self.d_model, self.degree, self.expansion, self.groups = d_model, degree, expansion, groups
