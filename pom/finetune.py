@@ -29,6 +29,7 @@ Authors
 """
 
 import glob
+import shutil
 import json
 import os
 
@@ -320,3 +321,33 @@ def write_json(path, data):
         json.dump(data, f, indent=2, sort_keys=True)
         f.write("\n")
     os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------- run record
+RECORD_BASE = "hparams_base.yaml"
+RECORD_OVERRIDES = "hparams_overrides.yaml"
+
+
+def save_hparams_record(output_folder, base_file, merged_overrides):
+    """Keeps what rebuilds the model of a run: a copy of the base YAML and the
+    merged overrides (per-mixer file + command line) as YAML. SpeechBrain's
+    resolved ``hyperparams.yaml`` cannot always be loaded again (its anchors
+    collide when hyperpyyaml re-resolves it), so :mod:`pom.transcribe` uses these."""
+    from ruamel.yaml import YAML
+
+    shutil.copyfile(base_file, os.path.join(output_folder, RECORD_BASE))
+    with open(os.path.join(output_folder, RECORD_OVERRIDES), "w", encoding="utf-8") as f:
+        YAML().dump(merged_overrides or {}, f)
+
+
+def load_hparams_record(output_folder, overrides=None):
+    """Loads the hyperparameters of a run saved by :func:`save_hparams_record`,
+    with ``overrides`` (a dict) on top."""
+    from hyperpyyaml import load_hyperpyyaml
+    from ruamel.yaml import YAML
+
+    with open(os.path.join(output_folder, RECORD_OVERRIDES), encoding="utf-8") as f:
+        merged = YAML().load(f) or {}
+    merged.update(overrides or {})
+    with open(os.path.join(output_folder, RECORD_BASE), encoding="utf-8") as f:
+        return load_hyperpyyaml(f, merged)

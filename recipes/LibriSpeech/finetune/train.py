@@ -56,6 +56,7 @@ from pom.finetune import (
     count_parameters,
     find_pretrained,
     load_pretrained,
+    save_hparams_record,
     write_json,
 )
 
@@ -281,6 +282,8 @@ def main(argv):
     )
     if if_main_process() and os.path.abspath(base_file) != os.path.abspath(hparams_file):
         shutil.copy(hparams_file, os.path.join(hparams["output_folder"], "hparams_" + os.path.basename(hparams_file)))
+    if if_main_process():
+        save_hparams_record(hparams["output_folder"], base_file, merged_overrides)
 
     splits = list(dict.fromkeys(list(hparams["dev_splits"]) + list(hparams["test_splits"])))
     try:

@@ -1,0 +1,194 @@
+"""The paper's WER table from finished fine-tuning runs.
+
+Every fine-tuning run (``recipes/LibriSpeech/finetune/train.py``) writes
+``results.json`` in its output folder: the mixer, the parameter counts and the
+WER/CER per evaluation split. This module gathers them into one table, one row
+per run, as the paper shows it (parameters, dev-clean, dev-other, test-clean,
+test-other), printed as Markdown and CSV::
+
+    python -m pom.results results/finetune/*/1000          # WER, Markdown then CSV
+    python -m pom.results results/finetune --metric CER    # folders are searched
+    python -m pom.results --paper                          # the published figures
+
+Example
+-------
+>>> run = {"mixer": "pom", "params_encoder": 89_300_000, "pretrained": "x",
+...        "splits": {"test-clean": {"WER": 8.31, "CER": 2.5}}}
+>>> rows = table_rows([("a", run)])
+>>> print(to_markdown(rows))
+| model | params (M) | dev-clean | dev-other | test-clean | test-other |
+|---|---|---|---|---|---|
+| pom | 89.3 | - | - | 8.31 | - |
+>>> print(to_csv(rows).strip())
+model,params_M,dev-clean,dev-other,test-clean,test-other
+pom,89.3,,,8.31,
+
+Authors
+ * pom-speech contributors 2025
+"""
+
+import argparse
+import csv
+import io
+import json
+import os
+import sys
+
+SPLITS = ("dev-clean", "dev-other", "test-clean", "test-other")
+RESULTS_FILE = "results.json"
+
+#: Published WER of the PoM paper (Feillet et al., ICASSP 2026), CTC fine-tuning
+#: on train-clean-100 of ~95 M BEST-RQ encoders: test-clean and test-other,
+#: without and with the LibriSpeech 4-gram LM. Rows marked (*) are quoted by
+#: the paper from Whetten et al. (2024).
+PAPER_WER = (
+    # model, size, test-clean, test-clean + LM, test-other, test-other + LM
+    ("RelPosMHA", "~95 M", 7.96, 4.89, 17.61, 12.13),
+    ("RoPE MHA", "~95 M", 8.06, 4.90, 17.53, 11.98),
+    ("regular MHA", "~95 M", 8.59, 5.37, 19.44, 13.47),
+    ("PoM", "~95 M", 8.31, 5.42, 19.06, 13.62),
+    ("SummaryMixing", "~95 M", 9.79, 5.93, 22.80, 15.84),
+    ("Mamba (*)", "~95 M", 7.61, 5.50, 19.97, 15.37),
+    ("HyperConformer (*)", "~95 M", 8.22, 5.77, 19.29, 15.03),
+    ("FastFormer (*)", "~95 M", 9.32, 6.82, 22.75, 17.95),
+    ("RelPosMHA", "~315 M", 4.92, 3.49, 10.78, 8.09),
+    ("PoM", "~315 M", 6.28, 4.52, 14.86, 11.33),
+    ("SummaryMixing", "~315 M", 7.35, 4.85, 17.60, 12.97),
+)
+PAPER_COLUMNS = ("model", "size", "test-clean", "test-clean +LM", "test-other", "test-other +LM")
+
+
+def find_runs(paths):
+    """``(folder, results dict)`` for every ``results.json`` in or under ``paths``
+    (a run folder, a ``results.json`` file, or a folder of runs), sorted by folder.
+
+    Raises ``FileNotFoundError`` naming a path that holds no results.
+    """
+    runs = []
+    for path in paths:
+        if os.path.isfile(path):
+            files = [path]
+        elif os.path.isdir(path):
+            files = []
+            for root, dirs, names in os.walk(path):
+                dirs[:] = sorted(d for d in dirs if d != "save")
+                if RESULTS_FILE in names:
+                    files.append(os.path.join(root, RESULTS_FILE))
+        else:
+            raise FileNotFoundError(f"{path} does not exist")
+        if not files:
+            raise FileNotFoundError(f"no {RESULTS_FILE} in {path}: is it a finished fine-tuning run?")
+        for file in files:
+            try:
+                with open(file, encoding="utf-8") as f:
+                    runs.append((os.path.dirname(os.path.abspath(file)), json.load(f)))
+            except (OSError, json.JSONDecodeError) as err:
+                raise ValueError(f"{file}: not a readable results file ({err})") from None
+    return sorted(runs, key=lambda r: r[0])
+
+
+def run_label(result):
+    """Row name: the mixer, marked when the run had no pre-training or an LM.
+
+    Example
+    -------
+    >>> run_label({"mixer": "pom", "pretrained": None, "lm": "4gram.arpa"})
+    'pom (no pre-training) +LM'
+    """
+    label = str(result.get("mixer", "?"))
+    if not result.get("pretrained"):
+        label += " (no pre-training)"
+    if result.get("lm"):
+        label += " +LM"
+    return label
+
+
+def table_rows(runs, metric="WER"):
+    """One row per run: label, parameters (CNN + encoder, millions), one value
+    per split of :data:`SPLITS` (None where the run did not evaluate it).
+    Runs with the same label get their folder name appended."""
+    rows = []
+    for folder, result in runs:
+        params = result.get("params_encoder")
+        values = [result.get("splits", {}).get(split, {}).get(metric) for split in SPLITS]
+        rows.append([run_label(result), None if params is None else round(params / 1e6, 1), *values, folder])
+    labels = [row[0] for row in rows]
+    for row in rows:
+        if labels.count(row[0]) > 1:
+            row[0] = f"{row[0]} [{os.path.basename(row[-1]) or row[-1]}]"
+    return [row[:-1] for row in rows]
+
+
+def _cell(value, empty="-"):
+    if value is None:
+        return empty
+    if isinstance(value, float):
+        return f"{value:.2f}" if abs(value) < 1000 else f"{value:.0f}"
+    return str(value)
+
+
+def to_markdown(rows, header=("model", "params (M)", *SPLITS)):
+    """Rows as a Markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = [_cell(v) for v in row]
+        if isinstance(row[1], float):
+            cells[1] = f"{row[1]:.1f}"
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def to_csv(rows, header=("model", "params_M", *SPLITS)):
+    """Rows as CSV (empty cells where a split is missing)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(header)
+    for row in rows:
+        writer.writerow(["" if v is None else v for v in row])
+    return out.getvalue()
+
+
+def paper_rows():
+    """The published table (:data:`PAPER_WER`) as rows."""
+    return [list(row) for row in PAPER_WER]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="python -m pom.results",
+        description="Prints the WER table (Markdown, then CSV) of finished fine-tuning runs: one row per run "
+        "with the CNN + encoder parameters and the WER on dev-clean, dev-other, test-clean, test-other.",
+    )
+    parser.add_argument("runs", nargs="*", help="fine-tuning output folders (or folders holding them, or results.json files)")
+    parser.add_argument("--metric", choices=("WER", "CER"), default="WER", help="error rate to show (default WER)")
+    parser.add_argument("--format", choices=("both", "markdown", "csv"), default="both", help="output format")
+    parser.add_argument("--paper", action="store_true", help="also print the paper's published WER (test sets, ~95 M and ~315 M)")
+    args = parser.parse_args(argv)
+    if not args.runs and not args.paper:
+        parser.error("give fine-tuning output folders, or --paper")
+
+    blocks = []
+    if args.runs:
+        try:
+            rows = table_rows(find_runs(args.runs), args.metric)
+        except (FileNotFoundError, ValueError) as err:
+            print(f"Error: {err}", file=sys.stderr)
+            return 1
+        if args.format in ("both", "markdown"):
+            blocks.append(f"{args.metric} (%)\n\n" + to_markdown(rows))
+        if args.format in ("both", "csv"):
+            blocks.append(to_csv(rows).rstrip("\n"))
+    if args.paper:
+        if args.format in ("both", "markdown"):
+            blocks.append(
+                "Published WER (%), CTC fine-tuning on train-clean-100 (Feillet et al., ICASSP 2026; "
+                "(*) from Whetten et al., 2024)\n\n" + to_markdown(paper_rows(), PAPER_COLUMNS)
+            )
+        if args.format in ("both", "csv"):
+            blocks.append(to_csv(paper_rows(), [c.replace(" ", "_") for c in PAPER_COLUMNS]).rstrip("\n"))
+    print("\n\n".join(blocks))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
