@@ -45,8 +45,12 @@ TINY_FINETUNE = [
 
 
 def run(script, hparams, args, check=True):
-    """Runs a recipe in a subprocess; returns the CompletedProcess (text output)."""
-    command = [sys.executable, script, os.path.join(ROOT, "hparams", hparams), *args]
+    """Runs a recipe in a subprocess; returns the CompletedProcess (text output).
+    A ``--key=value`` given twice keeps the last value."""
+    last = {}
+    for arg in args:
+        last[arg.split("=", 1)[0]] = arg
+    command = [sys.executable, script, os.path.join(ROOT, "hparams", hparams), *last.values()]
     proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(command)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")

@@ -1,0 +1,116 @@
+"""pom.transcribe on a tiny fine-tuned model: one line per file, the same
+WER as the recipe's test, resampling, and clear errors."""
+
+import csv
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import jiwer
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import torchaudio
+from finetune_helpers import ROOT, tiny_finetuned
+from speechbrain.nnet.losses import ctc_loss
+
+from pom import transcribe
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory, synthetic_librispeech):
+    return tiny_finetuned(tmp_path_factory, synthetic_librispeech)
+
+
+@pytest.fixture(scope="module")
+def test_clean(model):
+    """(path, reference) of the test-clean utterances, as the recipe saw them."""
+    with open(os.path.join(model, "test-clean.csv"), encoding="utf-8") as f:
+        return [(row["wav"], row["wrd"]) for row in csv.DictReader(f)]
+
+
+def lines(text):
+    return [line.split("\t") for line in text.splitlines() if line]
+
+
+def test_same_model_and_scores_as_the_recipe(model, test_clean, capsys):
+    """The transcriber reproduces the recipe's test-clean CTC loss (its model,
+    features and normalisation are the recipe's), and its greedy transcripts
+    scored with jiwer give the recipe's WER (ErrorRateStats, batches of one)."""
+    with open(os.path.join(model, "results.json"), encoding="utf-8") as f:
+        recipe = json.load(f)["splits"]["test-clean"]
+    transcriber = transcribe.Transcriber(model)
+    losses = []
+    for path, ref in test_clean:
+        log_probs = transcriber.log_probs(transcriber.load_audio(path))
+        tokens = torch.LongTensor([transcriber.tokens.encode(ref)])
+        one = torch.ones(1)
+        losses.append(float(ctc_loss(log_probs, tokens, one, one, blank_index=0)))
+    assert sum(losses) / len(losses) == pytest.approx(recipe["loss"], abs=2e-4)
+
+    paths = [p for p, _ in test_clean]
+    assert transcribe.main(["--model", model, *paths]) == 0
+    out = lines(capsys.readouterr().out)
+    assert [p for p, _ in out] == paths
+    hyps, refs = [h for _, h in out], [r for _, r in test_clean]
+    assert 100 * jiwer.wer(refs, hyps) == pytest.approx(recipe["WER"], abs=0.01)
+
+
+def test_folder_input_and_beam_search(model, synthetic_librispeech, capsys):
+    folder = os.path.join(synthetic_librispeech, "dev-clean")
+    expected = sorted(glob.glob(os.path.join(folder, "*", "*", "*.flac")))
+    assert transcribe.main(["--model", model, "--decoding", "beam", "--beam_size", "3", folder]) == 0
+    out = lines(capsys.readouterr().out)
+    assert [p for p, *_ in out] == expected
+
+
+def test_other_sample_rates_and_stereo_are_converted(model, test_clean, tmp_path, capsys):
+    path = test_clean[0][0]
+    wav, rate = sf.read(path, dtype="float32")
+    assert rate == 16000
+    low = torchaudio.functional.resample(torch.from_numpy(wav), 16000, 8000).numpy()
+    sf.write(tmp_path / "eight_khz.wav", low, 8000)
+    sf.write(tmp_path / "stereo.flac", np.stack([wav, wav], axis=1), 16000)
+    transcriber = transcribe.Transcriber(model)
+    loaded = transcriber.load_audio(str(tmp_path / "eight_khz.wav"))
+    assert loaded.dim() == 1 and abs(loaded.numel() - wav.size) <= 2
+    stereo = transcriber.load_audio(str(tmp_path / "stereo.flac"))
+    assert torch.allclose(stereo, torch.from_numpy(wav), atol=1e-6)
+    assert transcribe.main(["--model", model, str(tmp_path / "eight_khz.wav"), str(tmp_path / "stereo.flac"), path]) == 0
+    out = lines(capsys.readouterr().out)
+    assert len(out) == 3 and out[1][1] == out[2][1]  # stereo copy = mono original
+
+
+def test_unreadable_and_missing_files_are_reported_and_skipped(model, test_clean, tmp_path, capsys):
+    bad = tmp_path / "not_audio.flac"
+    bad.write_text("this is not audio")
+    good = test_clean[0][0]
+    status = transcribe.main(["--model", model, str(bad), str(tmp_path / "missing.wav"), good])
+    captured = capsys.readouterr()
+    assert status == 1
+    assert [p for p, *_ in lines(captured.out)] == [good]
+    assert f"Error: {bad}: cannot read audio" in captured.err
+    assert "missing.wav: no such file" in captured.err
+
+
+def test_missing_or_unfinished_model_is_a_clear_error(tmp_path, test_clean):
+    with pytest.raises(SystemExit, match="does not exist"):
+        transcribe.main(["--model", str(tmp_path / "nowhere"), test_clean[0][0]])
+    with pytest.raises(SystemExit, match="not a fine-tuning output folder"):
+        transcribe.main(["--model", str(tmp_path), test_clean[0][0]])
+
+
+def test_command_line(model, test_clean):
+    proc = subprocess.run(
+        [sys.executable, "-m", "pom.transcribe", "--model", model, test_clean[0][0]],
+        cwd=ROOT, capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(test_clean[0][0] + "\t") and len(proc.stdout.strip().splitlines()) == 1
+    proc = subprocess.run(
+        [sys.executable, "-m", "pom.transcribe", "--model", "/nonexistent", "x.flac"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1].startswith("Error: model folder")
