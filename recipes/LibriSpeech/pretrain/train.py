@@ -102,14 +102,15 @@ class BestRQBrain(sb.Brain):
         self._check_ranks_identical("start")
         if if_main_process():
             self.hparams.encoder_config.save(os.path.join(self.hparams.save_folder, "encoder_config.json"))
-        epoch = self.hparams.epoch_counter.current
+        epoch = self.hparams.epoch_counter.current + 1  # the epoch training goes on with
         if self.optimizer_step > 0:
-            msg = f"resumed from checkpoint: optimizer step {self.optimizer_step}, epoch {epoch}, batch {self.step}"
+            msg = (f"resumed from checkpoint: optimizer step {self.optimizer_step}, "
+                   f"epoch {epoch} after {self.step} batches")
         else:
             msg = "started from scratch"
         logger.info(msg)
-        if if_main_process():
-            self.hparams.train_steps_logger.log_stats(stats_meta={"event": msg.replace(",", ";")})
+        # SpeechBrain's loggers write on the main process only but must be called on every rank.
+        self.hparams.train_steps_logger.log_stats(stats_meta={"event": msg.replace(",", ";")})
         self._interval_start = time.time()
 
     def on_stage_start(self, stage, epoch=None):
@@ -149,8 +150,7 @@ class BestRQBrain(sb.Brain):
             "s_per_step": round((now - self._interval_start) / self.hparams.log_interval, 3),
         }
         self._interval_start = now
-        if if_main_process():
-            self.hparams.train_steps_logger.log_stats(stats_meta=stats)
+        self.hparams.train_steps_logger.log_stats(stats_meta=stats)
 
     def check_loss_isfinite(self, loss):
         """SpeechBrain's check (counts and, past ``nonfinite_patience``, stops);
@@ -186,10 +186,9 @@ class BestRQBrain(sb.Brain):
 
     def _end_of_epoch(self, epoch, valid_stats):
         meta = {"epoch": epoch, "steps": self.optimizer_step, "lr": self.optimizer.param_groups[0]["lr"]}
-        if if_main_process():
-            self.hparams.train_stage_logger.log_stats(
-                stats_meta=meta, train_stats=self.train_stats, valid_stats=valid_stats
-            )
+        self.hparams.train_stage_logger.log_stats(
+            stats_meta=meta, train_stats=self.train_stats, valid_stats=valid_stats
+        )
         self._check_ranks_identical(f"epoch {epoch}")
         if valid_stats:
             meta.update({f"valid_{k}": v for k, v in valid_stats.items()})
