@@ -6,7 +6,7 @@
 
 ``--model`` is the output folder of ``recipes/LibriSpeech/finetune/train.py``
 (it holds ``hparams_base.yaml`` and ``hparams_overrides.yaml``, ``save/CKPT+*`` and the label encoder or
-SentencePiece model). The checkpoint with the best validation WER is loaded.
+SentencePiece model). The checkpoint the recipe tested (best validation WER by default) is loaded.
 Prints one ``path<TAB>TRANSCRIPT`` line per file (folders are searched for
 .flac, .wav, .ogg and .mp3 files), in the order given. Audio is mixed down to
 mono and resampled to the model's rate (16 kHz) when needed. Runs on CPU by
@@ -94,7 +94,8 @@ class Transcriber:
             save_folder,
             recoverables={"model": hparams["model"], "pt_model": hparams["pt_model"], "normalize": hparams["normalize"]},
         )
-        ckpt = checkpointer.find_checkpoint(min_key="WER") or checkpointer.find_checkpoint()
+        best = hparams.get("best_metric", "WER")
+        ckpt = checkpointer.find_checkpoint(min_key=best) or checkpointer.find_checkpoint()
         if ckpt is None:
             raise ModelError(f"{save_folder} holds no checkpoint: the run has not finished an epoch yet")
         checkpointer.load_checkpoint(ckpt)

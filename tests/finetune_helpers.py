@@ -51,7 +51,8 @@ def run(script, hparams, args, check=True):
     for arg in args:
         last[arg.split("=", 1)[0]] = arg
     command = [sys.executable, script, os.path.join(ROOT, "hparams", hparams), *last.values()]
-    proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    # One thread: on a shared 2-core machine more threads oversubscribe the cores (several times slower).
+    proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(command)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc

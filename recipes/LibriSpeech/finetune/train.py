@@ -143,7 +143,7 @@ class ASR(sb.Brain):
             )
             self.checkpointer.save_and_keep_only(
                 meta={"WER": stage_stats["WER"], "CER": stage_stats["CER"], "loss": stage_loss},
-                min_keys=["WER"],
+                min_keys=[self.hparams.best_metric],
             )
         elif stage == sb.Stage.TEST:
             self.hparams.train_logger.log_stats(
@@ -270,6 +270,8 @@ def main(argv):
         sys.exit(f"Error: {err}")
     except PretrainedMismatchError as err:
         sys.exit(f"Error: {err}. Fine-tune with the pre-training's mixer and sizes.")
+    if hparams["best_metric"] not in ("WER", "CER", "loss"):
+        sys.exit(f"Error: best_metric must be WER, CER or loss, got {hparams['best_metric']!r}")
     if hparams["precision"] == "fp16" and not torch.cuda.is_available() and "precision" not in run_opts.overridden_args:
         logger.warning("No GPU: training in fp32 instead of the YAML's fp16 (SpeechBrain has no fp16 on CPU)")
         hparams["precision"] = "fp32"
@@ -362,11 +364,12 @@ def main(argv):
         "lm": hparams["kenlm_model_path"],
         "train_splits": list(hparams["train_splits"]),
         "epochs": hparams["epoch_counter"].current,
+        "best_metric": hparams["best_metric"],
         "splits": {},
     }
     for split, dataset in test_datasets.items():
         asr_brain.test_split = split
-        asr_brain.evaluate(dataset, min_key="WER", test_loader_kwargs=hparams["test_dataloader_opts"])
+        asr_brain.evaluate(dataset, min_key=hparams["best_metric"], test_loader_kwargs=hparams["test_dataloader_opts"])
     if if_main_process():
         logger.info(f"Results: {hparams['results_file']}")
 
