@@ -215,14 +215,19 @@ class KillSafeCheckpointer(Checkpointer):
                 shutil.rmtree(path, ignore_errors=True)
 
 
+class EncoderConfigMismatch(ValueError):
+    """A checkpoint's encoder configuration differs from the current one."""
+
+
 @register_checkpoint_hooks
 class EncoderConfig:
     """The architecture of the pre-trained encoder, for the fine-tuning recipe.
 
     Written as ``encoder_config.json`` beside the checkpoints and saved in
     every checkpoint (``encoder_config.ckpt``, the same JSON). Loading a
-    checkpoint whose configuration differs from the current one raises a
-    ``ValueError`` naming the differing keys, rather than a shape mismatch.
+    checkpoint whose configuration differs from the current one raises
+    :class:`EncoderConfigMismatch` (a ``ValueError``) naming the differing
+    keys, rather than a shape mismatch.
 
     Arguments
     ---------
@@ -239,7 +244,7 @@ class EncoderConfig:
     >>> EncoderConfig(mixer="pom", d_model=512).check(EncoderConfig.read(path))
     Traceback (most recent call last):
     ...
-    ValueError: The encoder ... d_model: 488 (saved) != 512 (here). Use ...
+    pom.bestrq.EncoderConfigMismatch: The encoder ... d_model: 488 (saved) != 512 (here). Use ...
     """
 
     def __init__(self, **config):
@@ -265,12 +270,12 @@ class EncoderConfig:
             return json.load(f)
 
     def check(self, saved, source="the checkpoint"):
-        """Raises ``ValueError`` if the architecture keys of ``saved`` differ."""
+        """Raises :class:`EncoderConfigMismatch` if the keys of ``saved`` differ."""
         keys = sorted(set(saved) | set(self.config))
         diffs = [f"{k}: {saved.get(k)!r} (saved) != {self.config.get(k)!r} (here)" for k in keys
                  if saved.get(k) != self.config.get(k)]
         if diffs:
-            raise ValueError(
+            raise EncoderConfigMismatch(
                 f"The encoder in {source} does not match this configuration: " + "; ".join(diffs)
                 + ". Use the same mixer and sizes, or another output_folder."
             )

@@ -287,6 +287,12 @@ def test_kill_and_resume(synthetic_librispeech, tmp_path):
         if epoch != epochs[-1]:  # complete epochs: every utterance exactly once
             assert sorted(i for r in combined if r[0] == epoch for i in r[3]) == train_ids
 
+    # Resuming into another architecture: a one-line refusal, not a shape-mismatch traceback.
+    other = [arg if not arg.startswith("--d_model=") else "--d_model=48" for arg in args]
+    result = run(other, check=False)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "d_model: 32 (saved) != 48 (here)" in result.stderr.strip().splitlines()[-1]
+
 
 # --------------------------------------------------------------------------- DDP
 def test_ddp_two_processes(synthetic_librispeech, tmp_path):

@@ -45,6 +45,7 @@ from speechbrain.utils.distributed import if_main_process, is_distributed_initia
 from speechbrain.utils.logger import get_logger
 
 from pom.bestrq import (
+    EncoderConfigMismatch,
     load_hparams,
     masked_stacked_indices,
     module_fingerprint,
@@ -367,13 +368,16 @@ def main(argv):
     )
     brain.has_valid = valid_data is not None
     brain.train_sampler = train_sampler  # so that fit() calls set_epoch (DDP replaces it by its wrapper)
-    brain.fit(
-        brain.hparams.epoch_counter,
-        train_data,
-        valid_data,
-        train_loader_kwargs=train_kwargs,
-        valid_loader_kwargs=valid_kwargs,
-    )
+    try:
+        brain.fit(
+            brain.hparams.epoch_counter,
+            train_data,
+            valid_data,
+            train_loader_kwargs=train_kwargs,
+            valid_loader_kwargs=valid_kwargs,
+        )
+    except EncoderConfigMismatch as err:  # resuming into another architecture
+        sys.exit(f"Cannot resume from {hparams['save_folder']}: {err}")
     if if_main_process():
         export_pretrained(hparams, brain.checkpointer)
 
