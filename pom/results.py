@@ -1,7 +1,8 @@
 """The paper's WER table from finished fine-tuning runs.
 
 Every fine-tuning run (``recipes/LibriSpeech/finetune/train.py``) writes
-``results.json`` in its output folder: the mixer, the parameter counts and the
+``results.json`` (``results_lm.json`` for a test with an n-gram LM, by
+choice of ``--results_file``) in its output folder: the mixer, the parameter counts and the
 WER/CER per evaluation split. This module gathers them into one table, one row
 per run, as the paper shows it (parameters, dev-clean, dev-other, test-clean,
 test-other), printed as Markdown and CSV::
@@ -72,8 +73,9 @@ def find_runs(paths):
             files = []
             for root, dirs, names in os.walk(path):
                 dirs[:] = sorted(d for d in dirs if d != "save")
-                if RESULTS_FILE in names:
-                    files.append(os.path.join(root, RESULTS_FILE))
+                files.extend(
+                    os.path.join(root, n) for n in sorted(names) if n.startswith("results") and n.endswith(".json")
+                )
         else:
             raise FileNotFoundError(f"{path} does not exist")
         if not files:

@@ -152,9 +152,10 @@ class ASR(sb.Brain):
             )
             if if_main_process():
                 folder = self.hparams.output_folder
-                with open(os.path.join(folder, f"wer_{self.test_split}.txt"), "w", encoding="utf-8") as w:
+                tag = "_lm" if self.hparams.kenlm_model_path and self.test_searcher is not None else ""
+                with open(os.path.join(folder, f"wer_{self.test_split}{tag}.txt"), "w", encoding="utf-8") as w:
                     self.wer_metric.write_stats(w)
-                with open(os.path.join(folder, f"cer_{self.test_split}.txt"), "w", encoding="utf-8") as w:
+                with open(os.path.join(folder, f"cer_{self.test_split}{tag}.txt"), "w", encoding="utf-8") as w:
                     self.cer_metric.write_stats(w)
                 self.results["splits"][self.test_split] = {
                     "WER": round(stage_stats["WER"], 2),
