@@ -69,7 +69,7 @@ FINETUNE = {
     "lr_encoder": 0.001,
     "dnn_neurons": 256,
     "concat_original": False,
-    "number_of_epochs": 8,
+    "number_of_epochs": 14,
     "test_decoding": "beam",
     "beam_size": 10,
     "ckpt_interval_minutes": 0,

@@ -14,7 +14,8 @@ SHORT = [
     "--hours", "0.6",
     "--model", "d_model=96", "num_layers=2", "d_ffn=384",
     "--pretrain", "optimizer_step_limit=300", "warmup_steps=100",
-    "--finetune", "number_of_epochs=6", "max_batch_len=10", "test_decoding=greedy", "test_splits=[test-clean]",
+    "--finetune", "number_of_epochs=6", "max_batch_len=10", "best_metric=loss", "test_decoding=greedy",
+    "test_splits=[test-clean]",
 ]  # fmt: skip
 
 
