@@ -27,5 +27,10 @@ $(STAMP): requirements.txt pyproject.toml
 test: install
 	$(PY) -m pytest -q
 
+# Synthesize the small corpus, pre-train a small PoM encoder with BEST-RQ, fine-tune it with CTC,
+# evaluate and print the WER table (outputs in results/demo; DEMO_ARGS for options, e.g. --hours 3).
+demo: install
+	$(PY) -m pom.demo $(DEMO_ARGS)
+
 clean-venv:
 	rm -rf $(VENV)
