@@ -108,7 +108,7 @@ def test_overlay_hparams(tmp_path):
     assert pom["noam_annealing"].n_warmup_steps == 7  # a base key, from the command line
     assert pom["encoder"].encoder.layers[0].mixer.degree == 3
     mha = load_hparams(os.path.join(HPARAMS, "relposmhaxl.yaml"), overrides)
-    assert mha["lr"] == 0.0008 and mha["weight_decay"] == 0.01 and mha["mixer_options"] == {"nhead": 8}
+    assert mha["lr"] == 0.0008 and mha["weight_decay"] == 0.01 and mha["mixer_options"] == {"nhead": 8, "dropout": 0.1}
     with pytest.raises(KeyError, match="dmodel"):
         load_hparams(os.path.join(HPARAMS, "pom.yaml"), overrides + "dmodel: 3")
 
