@@ -320,3 +320,15 @@ def test_ddp_two_processes(synthetic_librispeech, tmp_path):
     batches = int(re.search(r"in (\d+) dynamic batches", (out / "log.txt").read_text()).group(1))
     first_epoch = (out / "train_stage_log.txt").read_text().splitlines()[0]
     assert first_epoch.startswith(f"epoch: 1, steps: {math.ceil(batches / 2)},"), (batches, first_epoch)
+
+
+# --------------------------------------------------------------------------- streaming options
+@pytest.mark.parametrize("changes", [{"streaming": True}, {"causal": True}], ids=["dynamic_chunks", "causal"])
+def test_streaming_options_train(changes, synthetic_librispeech, tmp_path):
+    """Dynamic chunk training and causal encoders run through the same recipe, and are recorded."""
+    out = tmp_path / "run"
+    run([sys.executable] + recipe_args("pom", synthetic_librispeech, out, optimizer_step_limit=50, **changes))
+    rows = [r for r in steps_log(out) if "steps" in r]
+    assert rows[-1]["steps"] == 50 and math.isfinite(rows[-1]["loss"])
+    config = json.loads((out / "save" / "encoder_config.json").read_text())
+    assert config["causal"] is changes.get("causal", False)

@@ -77,7 +77,10 @@ class ASR(sb.Brain):
             feats = self.hparams.compute_features(wavs.float())
             feats = self.modules.normalize(feats, wav_lens)
         with torch.set_grad_enabled(stage == sb.Stage.TRAIN and not self.hparams.freeze_encoder):
-            encoded = self.modules.encoder(self.modules.CNN(feats), wav_lens)
+            dynchunktrain_config = (
+                self.hparams.dynchunktrain_config_sampler(stage) if self.hparams.streaming else None
+            )
+            encoded = self.modules.encoder(self.modules.CNN(feats), wav_lens, dynchunktrain_config=dynchunktrain_config)
         logits = self.modules.ctc_lin(self.modules.back_end_ffn(encoded))
         return self.hparams.log_softmax(logits), wav_lens
 

@@ -80,7 +80,8 @@ class BestRQBrain(sb.Brain):
             feats = feats.index_copy(1, mask, noise)
 
         src = self.modules.CNN(feats)
-        encoded = self.modules.encoder(src, wav_lens)
+        dynchunktrain_config = hp.dynchunktrain_config_sampler(stage) if hp.streaming else None
+        encoded = self.modules.encoder(src, wav_lens, dynchunktrain_config=dynchunktrain_config)
         logits = self.modules.head(encoded[:, masked])  # the head only sees masked frames
         return logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)
 
