@@ -62,8 +62,12 @@ class Transcriber:
         Beam size for ``beam``.
     """
 
-    def __init__(self, model_dir, device="cpu", decoding="greedy", beam_size=20):
+    def __init__(self, model_dir, device="cpu", decoding="greedy", beam_size=20, chunk_size=None, left_context_chunks=None):
         from speechbrain.utils.checkpoints import Checkpointer
+
+        if chunk_size is not None and chunk_size < 1:
+            raise ModelError(f"--chunk_size must be a positive number of encoder frames, got {chunk_size}")
+        self.chunk_size, self.left_context_chunks = chunk_size, left_context_chunks
 
         model_dir = os.path.abspath(model_dir)
         if not os.path.isdir(model_dir):
@@ -147,9 +151,30 @@ class Transcriber:
         lens = torch.ones(1, device=self.device)
         feats = self.hparams["compute_features"](wavs)
         feats = self.modules["normalize"](feats, lens)
-        encoded = self.modules["encoder"](self.modules["CNN"](feats), lens)
+        encoded = self.encode(self.modules["CNN"](feats), lens)
         logits = self.modules["ctc_lin"](self.modules["back_end_ffn"](encoded))
         return torch.log_softmax(logits.float(), dim=-1)
+
+    def encode(self, src, lens):
+        """The encoder, whole-utterance or chunk by chunk (``chunk_size`` encoder frames of 40 ms).
+
+        A causal encoder (fine-tuned with ``causal: True``) really streams: chunks go through
+        :meth:`pom.encoder.MixerEncoder.forward_streaming`, which carries the mixers' running
+        state and the convolution caches. Any other encoder is evaluated with SpeechBrain's
+        dynamic-chunk masks, which is what it would compute when fed chunk by chunk (frames see up
+        to the end of their chunk and ``left_context_chunks`` chunks back). The CNN front end runs
+        on the whole utterance (it looks a few frames ahead)."""
+        encoder = self.modules["encoder"]
+        if self.chunk_size is None:
+            return encoder(src, lens)
+        if getattr(encoder.encoder.layers[0].convolution_module, "causal", False):
+            context = encoder.make_streaming_context()
+            chunks = src.split(self.chunk_size, dim=1)
+            return torch.cat([encoder.forward_streaming(chunk, context) for chunk in chunks], dim=1)
+        from speechbrain.utils.dynamic_chunk_training import DynChunkTrainConfig
+
+        config = DynChunkTrainConfig(chunk_size=self.chunk_size, left_context_size=self.left_context_chunks)
+        return encoder(src, lens, dynchunktrain_config=config)
 
     def transcribe(self, wav):
         """Transcript (upper-case words) of one waveform ``[samples]``."""
@@ -192,10 +217,19 @@ def main(argv=None):
     parser.add_argument("--decoding", choices=("greedy", "beam"), default="greedy", help="CTC decoding (default greedy)")
     parser.add_argument("--beam_size", type=int, default=20, help="beam size with --decoding beam")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument(
+        "--chunk_size", type=int, default=None,
+        help="streaming mode: encoder frames (40 ms) per chunk; best with a model fine-tuned with "
+        "--streaming=True (dynamic chunks) or --causal=True (true streaming)",
+    )
+    parser.add_argument("--left_context_chunks", type=int, default=None, help="streaming mode: chunks of left context (default all)")
     args = parser.parse_args(argv)
 
     try:
-        transcriber = Transcriber(args.model, device=args.device, decoding=args.decoding, beam_size=args.beam_size)
+        transcriber = Transcriber(
+            args.model, device=args.device, decoding=args.decoding, beam_size=args.beam_size,
+            chunk_size=args.chunk_size, left_context_chunks=args.left_context_chunks,
+        )
     except ModelError as err:
         sys.exit(f"Error: {err}")
     failures = 0

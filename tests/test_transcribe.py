@@ -114,3 +114,33 @@ def test_command_line(model, test_clean):
         [sys.executable, "-m", "pom.transcribe", "--model", "/nonexistent", "x.flac"], cwd=ROOT, capture_output=True, text=True
     )
     assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1].startswith("Error: model folder")
+
+
+def test_streaming_mode_chunks_the_encoder(model, test_clean, capsys):
+    """One chunk as long as the utterance is the full pass; short chunks really restrict the context."""
+    path, _ = test_clean[0]
+    full = transcribe.Transcriber(model)
+    wav = full.load_audio(path)
+    reference = full.log_probs(wav)
+    whole = transcribe.Transcriber(model, chunk_size=reference.shape[1])
+    torch.testing.assert_close(whole.log_probs(wav), reference, atol=1e-4, rtol=1e-4)
+    chunked = transcribe.Transcriber(model, chunk_size=4, left_context_chunks=2)
+    assert (chunked.log_probs(wav) - reference).abs().max() > 1e-3
+    assert transcribe.main(["--model", model, "--chunk_size", "8", path]) == 0
+    assert capsys.readouterr().out.startswith(f"{path}\t")
+    with pytest.raises(transcribe.ModelError, match="chunk_size"):
+        transcribe.Transcriber(model, chunk_size=0)
+
+
+def test_streaming_mode_streams_a_causal_encoder(model):
+    """A causal encoder goes through forward_streaming chunk by chunk and equals its full pass."""
+    from pom.encoder import MixerEncoder
+
+    transcriber = transcribe.Transcriber(model, chunk_size=3)
+    torch.manual_seed(0)
+    encoder = MixerEncoder(20, 16, 2, 32, mixer="pom", kernel_size=3, causal=True,
+                           positional_encoding="fixed_abs_sine").eval()
+    transcriber.modules["encoder"] = encoder
+    src = torch.randn(1, 11, 20)
+    with torch.no_grad():
+        torch.testing.assert_close(transcriber.encode(src, torch.ones(1)), encoder(src), atol=1e-5, rtol=1e-5)
