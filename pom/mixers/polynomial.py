@@ -146,6 +146,10 @@ class PolynomialMixer(nn.Module):
             self.fused_proj = nn.Linear(d_model, 2 * width, bias=bias)
             self.coefficients = nn.Parameter(0.02 * torch.randn(degree, width))
             self.state_dim = width
+        self._build_output(d_model, bias, dropout, output_norm)
+
+    def _build_output(self, d_model, bias, dropout, output_norm):
+        """The shared read-out: dropout, ``W_o`` (state_dim -> d_model), LayerNorm."""
         self.output_proj = nn.Linear(self.state_dim, d_model, bias=bias)
         self.dropout = nn.Dropout(dropout)
         self.norm = nn.LayerNorm(d_model) if output_norm else nn.Identity()

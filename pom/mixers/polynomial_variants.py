@@ -71,9 +71,7 @@ class SelectivePolynomialMixer(PolynomialMixer):
         self.state_dim = expansion * d_model
         self.polynomial_proj = nn.Linear(d_model, self.state_dim, bias=bias)
         self.selection_proj = nn.Linear(d_model, self.state_dim, bias=bias)
-        self.output_proj = nn.Linear(self.state_dim, d_model, bias=bias)
-        self.dropout = nn.Dropout(dropout)
-        self.norm = nn.LayerNorm(d_model) if output_norm else nn.Identity()
+        self._build_output(d_model, bias, dropout, output_norm)
 
     def expand(self, x):
         """Top-order term ``ReLU(W x)^k`` and the sigmoid gate."""
@@ -119,9 +117,7 @@ class FrequencyAwarePolynomialMixer(PolynomialMixer):
         self.polynomial_projs = nn.ModuleList(nn.Linear(group_dim, group_width, bias=bias) for _ in range(groups))
         self.selection_projs = nn.ModuleList(nn.Linear(group_dim, group_width, bias=bias) for _ in range(groups))
         self.state_dim = groups * group_width
-        self.output_proj = nn.Linear(self.state_dim, d_model, bias=bias)
-        self.dropout = nn.Dropout(dropout)
-        self.norm = nn.LayerNorm(d_model) if output_norm else nn.Identity()
+        self._build_output(d_model, bias, dropout, output_norm)
 
     def expand(self, x):
         """Per-group product terms and gates, concatenated over groups."""
