@@ -63,8 +63,8 @@ N_MELS = 80
 #: the pre-training encoders, parameter-matched to SpeechBrain's BEST-RQ
 #: (CNN + encoder 89.3 M with RelPosMHAXL).
 MODELS = {
-    "relposmhaxl": dict(d_model=576, mixer="relposmhaxl", mixer_options={"nhead": 8}, positional_encoding=None),
-    "mha": dict(d_model=592, mixer="mha", mixer_options={"nhead": 8}, positional_encoding="fixed_abs_sine"),
+    "relposmhaxl": dict(d_model=576, mixer="relposmhaxl", mixer_options={"nhead": 8, "dropout": 0.1}, positional_encoding=None),
+    "mha": dict(d_model=592, mixer="mha", mixer_options={"nhead": 8, "dropout": 0.1}, positional_encoding="fixed_abs_sine"),
     "summarymixing": dict(
         d_model=568,
         mixer="summarymixing",
@@ -88,7 +88,7 @@ MODELS = {
         positional_encoding="fixed_abs_sine",
     ),
     # the measured anchor's sizes (REFERENCE.md): MHA 576, PoM k=3, D=2, d_model 432
-    "mha_576": dict(d_model=576, mixer="mha", mixer_options={"nhead": 8}, positional_encoding="fixed_abs_sine"),
+    "mha_576": dict(d_model=576, mixer="mha", mixer_options={"nhead": 8, "dropout": 0.1}, positional_encoding="fixed_abs_sine"),
     "pom_k3": dict(d_model=432, mixer="pom", mixer_options={"degree": 3, "expansion": 2}, positional_encoding="fixed_abs_sine"),
     "pom_k3_chunked": dict(
         d_model=432,

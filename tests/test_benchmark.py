@@ -71,3 +71,15 @@ def test_outputs_csv_table_and_plot(bench, tmp_path):
 def test_check_mode_passes_on_cpu(bench):
     rows, passed = bench.check_chunked(torch.device("cpu"), batch=2, seconds=1, chunk_size=8)
     assert passed, rows
+
+
+def test_fallback_table_matches_the_pretraining_files(bench):
+    """The script's built-in table (used only when a YAML does not load) describes the same models
+    as hparams/pretrain: same parameter count and same mixer per layer."""
+    shared = [name for name in bench.MODELS if name in bench.HPARAMS_FILES]
+    assert {"relposmhaxl", "summarymixing", "pom"} <= set(shared)
+    for name in shared:
+        table, _ = bench.build_model(name, "table", layers=1)
+        yaml, _ = bench.build_model(name, "hparams", layers=1)
+        assert bench.count_params(table) == bench.count_params(yaml), name
+        assert repr(table.encoder.encoder.layers[0].mixer) == repr(yaml.encoder.encoder.layers[0].mixer), name
