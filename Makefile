@@ -14,7 +14,7 @@ system-deps:
 	@if ! command -v espeak-ng >/dev/null 2>&1; then \
 		echo "Installing espeak-ng (Debian)"; \
 		if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
-		$$SUDO apt-get update -qq && $$SUDO DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null; \
+		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null; \
 	fi
 
 $(STAMP): requirements.txt pyproject.toml
