@@ -17,11 +17,13 @@ system-deps:
 		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null; \
 	fi
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt pyproject.toml Makefile
 	$(MAKE) system-deps
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q -r requirements.txt
 	$(PY) -m pip install -q --no-deps -e .
+	@# n-gram LM decoding (optional: kenlm compiles from source; ~40 s, needs a C++ compiler)
+	$(PY) -m pip install -q kenlm pygtrie || echo "warning: kenlm could not be built: decoding with an n-gram LM (kenlm_model_path) is unavailable"
 	touch $(STAMP)
 
 test: install

@@ -303,6 +303,36 @@ def load_pretrained(found, pt_model, normalize, encoder_config, collect_in, hpar
     logger.info(f"Loaded the pre-trained CNN + encoder from {found['dir']}")
 
 
+def check_lm_decoding(kenlm_model_path, test_decoding):
+    """Checks, before any training, that the n-gram LM path can be used.
+
+    Returns None when ``kenlm_model_path`` is unset or usable, else a one-line
+    message naming the file or option and what to do.
+
+    Example
+    -------
+    >>> check_lm_decoding(None, "greedy") is None
+    True
+    >>> check_lm_decoding("/no/such/lm.arpa", "beam")
+    "kenlm_model_path '/no/such/lm.arpa' does not exist (build one with: python -m pom.lm --help)"
+    """
+    if not kenlm_model_path:
+        return None
+    if test_decoding != "beam":
+        return f"kenlm_model_path needs test_decoding: beam (got {test_decoding!r})"
+    if not os.path.isfile(kenlm_model_path):
+        return f"kenlm_model_path {kenlm_model_path!r} does not exist (build one with: python -m pom.lm --help)"
+    missing = []
+    for module in ("kenlm", "pygtrie"):
+        try:
+            __import__(module)
+        except ImportError:
+            missing.append(module)
+    if missing:
+        return f"decoding with kenlm_model_path needs the {' and '.join(missing)} package(s): pip install kenlm pygtrie"
+    return None
+
+
 def count_parameters(*modules):
     """Number of parameters of ``modules``.
 

@@ -52,6 +52,7 @@ from pom.data.librispeech import prepare_librispeech
 from pom.finetune import (
     CTCTokens,
     PretrainedMismatchError,
+    check_lm_decoding,
     check_pretrained_config,
     count_parameters,
     find_pretrained,
@@ -274,6 +275,11 @@ def main(argv):
         sys.exit(f"Error: {err}")
     except PretrainedMismatchError as err:
         sys.exit(f"Error: {err}. Fine-tune with the pre-training's mixer and sizes.")
+    if hparams["test_decoding"] not in ("beam", "greedy"):
+        sys.exit(f"Error: test_decoding must be 'beam' or 'greedy', got {hparams['test_decoding']!r}")
+    lm_problem = check_lm_decoding(hparams["kenlm_model_path"], hparams["test_decoding"])
+    if lm_problem:
+        sys.exit(f"Error: {lm_problem}")
     if hparams["best_metric"] not in ("WER", "CER", "loss"):
         sys.exit(f"Error: best_metric must be WER, CER or loss, got {hparams['best_metric']!r}")
     if hparams["precision"] == "fp16" and not torch.cuda.is_available() and "precision" not in run_opts.overridden_args:
@@ -352,8 +358,6 @@ def main(argv):
             **hparams["test_beam_search"],
             vocab_list=tokens.vocab_list(),
         )
-    elif hparams["test_decoding"] != "greedy":
-        sys.exit(f"Error: test_decoding must be 'beam' or 'greedy', got {hparams['test_decoding']!r}")
     asr_brain.results = {
         "mixer": hparams["mixer"],
         "mixer_options": hparams["encoder_config"].config["mixer_options"],
