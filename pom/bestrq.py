@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from hyperpyyaml import load_hyperpyyaml
 from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
 from speechbrain.utils.checkpoints import (
     CKPT_PREFIX,
     METAFNAME,
@@ -327,9 +328,16 @@ def resolve_hparams_file(hparams_file, overrides=""):
     (4, 8, 0.5)
     """
     yaml = YAML()
-    with open(hparams_file, encoding="utf-8") as f:
-        overlay = yaml.load(f) or {}
-    cli = yaml.load(overrides) if isinstance(overrides, str) and overrides.strip() else (overrides or {})
+    try:
+        with open(hparams_file, encoding="utf-8") as f:
+            overlay = yaml.load(f) or {}
+    except YAMLError as err:
+        raise ValueError(f"{hparams_file} is not valid YAML: {getattr(err, 'problem', None) or err}") from None
+    try:
+        cli = yaml.load(overrides) if isinstance(overrides, str) and overrides.strip() else (overrides or {})
+    except YAMLError as err:
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ValueError(f"command-line overrides: {problem} (give each --option once, as --key=value)") from None
     if not isinstance(overlay, dict) or "base" not in overlay:
         return hparams_file, cli
     base = os.path.join(os.path.dirname(os.path.abspath(hparams_file)), str(overlay.pop("base")))

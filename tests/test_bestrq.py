@@ -111,6 +111,9 @@ def test_overlay_hparams(tmp_path):
     assert mha["lr"] == 0.0008 and mha["weight_decay"] == 0.01 and mha["mixer_options"] == {"nhead": 8, "dropout": 0.1}
     with pytest.raises(KeyError, match="dmodel"):
         load_hparams(os.path.join(HPARAMS, "pom.yaml"), overrides + "dmodel: 3")
+    # an option given twice on the command line: a one-line ValueError (the recipes print it)
+    with pytest.raises(ValueError, match='command-line overrides: found duplicate key "d_model".*give each --option once'):
+        load_hparams(os.path.join(HPARAMS, "pom.yaml"), overrides + "d_model: 16")
 
 
 def test_module_fingerprint_sensitive_to_one_bit():
