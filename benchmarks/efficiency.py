@@ -21,7 +21,7 @@ after building the model and input.
 Models come from ``hparams/pretrain/<mixer>.yaml`` (what users train) when
 those files load, else from the table :data:`MODELS` below (same sizes).
 
-Other modes: ``--check`` (chunked PoM against plain PoM on the device: outputs
+Other modes: ``--check`` (chunked and fused PoM against plain PoM on the device: outputs
 and gradients), ``--floor`` (PoM layer time against its matmul / bandwidth floor).
 
 Examples
@@ -38,6 +38,7 @@ import argparse
 import csv
 import datetime
 import json
+import itertools
 import math
 import os
 import platform
@@ -78,6 +79,12 @@ MODELS = {
         mixer_options={"degree": 2, "expansion": 2, "implementation": "chunked"},
         positional_encoding="fixed_abs_sine",
     ),
+    "pom_fused": dict(
+        d_model=488,
+        mixer="pom",
+        mixer_options={"degree": 2, "expansion": 2, "implementation": "fused"},
+        positional_encoding="fixed_abs_sine",
+    ),
     "pom_selective": dict(
         d_model=560, mixer="pom_selective", mixer_options={"degree": 2, "expansion": 2}, positional_encoding="fixed_abs_sine"
     ),
@@ -96,14 +103,21 @@ MODELS = {
         mixer_options={"degree": 3, "expansion": 2, "implementation": "chunked"},
         positional_encoding="fixed_abs_sine",
     ),
+    "pom_k3_fused": dict(
+        d_model=432,
+        mixer="pom",
+        mixer_options={"degree": 3, "expansion": 2, "implementation": "fused"},
+        positional_encoding="fixed_abs_sine",
+    ),
 }
-#: which hparams/pretrain file builds which benchmark model (chunked = same file, switched)
+#: which hparams/pretrain file builds which benchmark model (chunked, fused = same file, switched)
 HPARAMS_FILES = {
     "relposmhaxl": ["relposmhaxl.yaml", "base.yaml"],
     "mha": ["mha.yaml"],
     "summarymixing": ["summarymixing.yaml"],
     "pom": ["pom.yaml"],
     "pom_chunked": ["pom.yaml"],
+    "pom_fused": ["pom.yaml"],
     "pom_selective": ["pom_selective.yaml"],
     "pom_frequency": ["pom_frequency.yaml"],
     # hparams only (no table entry): the linear-attention study's other mixers
@@ -111,7 +125,7 @@ HPARAMS_FILES = {
     "hypermixing": ["hypermixing.yaml"],
     "mamba": ["mamba.yaml"],
 }
-DEFAULT_MIXERS = ["relposmhaxl", "mha", "summarymixing", "pom", "pom_chunked"]
+DEFAULT_MIXERS = ["relposmhaxl", "mha", "summarymixing", "pom", "pom_chunked", "pom_fused"]
 GPU_SECONDS = [10, 20, 40, 60, 80, 160, 320, 600]
 CPU_SECONDS = [2, 4, 8, 16]
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -145,13 +159,16 @@ def make_cnn():
     )
 
 
-def use_chunked_pom(model, chunk_size):
-    """Switches every plain :class:`PolynomialMixer` of ``model`` to the chunked
-    implementation (same parameters); returns how many were switched."""
+def use_chunked_pom(model, chunk_size, implementation="chunked"):
+    """Switches every plain :class:`PolynomialMixer` of ``model`` (product form
+    for ``fused``) to the chunked or fused implementation (same parameters);
+    returns how many were switched."""
     switched = 0
     for module in model.modules():
         if type(module) is PolynomialMixer and not module.causal:
-            module.implementation, module.chunk_size = "chunked", chunk_size
+            if implementation == "fused" and module.form != "product":
+                continue
+            module.implementation, module.chunk_size = implementation, chunk_size
             switched += 1
     return switched
 
@@ -209,9 +226,9 @@ def build_model(name, source="auto", layers=None, chunk_size=1024):
         if name not in MODELS:
             raise ValueError(f"unknown model '{name}'; known: {', '.join(MODELS)}")
         model, where = model_from_table(name, layers or 12), "table"
-    if name.endswith("_chunked"):
-        if use_chunked_pom(model, chunk_size) == 0:
-            raise ValueError(f"'{name}': the model has no PolynomialMixer to switch to the chunked implementation")
+    for implementation in ("chunked", "fused"):
+        if name.endswith("_" + implementation) and use_chunked_pom(model, chunk_size, implementation) == 0:
+            raise ValueError(f"'{name}': the model has no PolynomialMixer to switch to the {implementation} implementation")
     return model, where
 
 
@@ -515,53 +532,53 @@ def environment(device):
 # --------------------------------------------------------------------------- #
 # --check: chunked PoM against plain PoM on the device
 # --------------------------------------------------------------------------- #
-def check_chunked(device, batch=2, seconds=10, chunk_size=128):
-    """Outputs and gradients of chunked vs plain PoM: one mixer and the full
-    encoder, fp32 and bf16 autocast. Returns (rows, passed)."""
+def check_chunked(device, batch=2, seconds=10, chunk_size=128, implementations=("chunked", "fused")):
+    """Outputs and gradients of chunked and fused vs plain PoM: one mixer and
+    the full encoder, fp32 and bf16 autocast (fused runs its Triton kernels on
+    CUDA, the chunked path elsewhere). Returns (rows, passed)."""
     rows, passed = [], True
     dtypes = [torch.float32, torch.bfloat16]
     frames = seconds * FRAMES_PER_SECOND
-    for level in ("mixer", "encoder"):
-        for dtype in dtypes:
-            torch.manual_seed(0)
-            if level == "mixer":
-                plain = PolynomialMixer(488, degree=2, expansion=2).to(device)
-                fast = PolynomialMixer(488, degree=2, expansion=2, implementation="chunked", chunk_size=chunk_size).to(device)
-                x = torch.randn(batch, frames // 4, 488, device=device)
-                pad = torch.zeros(batch, frames // 4, dtype=torch.bool, device=device)
-                pad[-1, frames // 8 :] = True
-                args = lambda x: (x, pad)  # noqa: E731
-            else:
-                plain = model_from_table("pom", layers=2).to(device)
-                fast = model_from_table("pom", layers=2).to(device)
-                use_chunked_pom(fast, chunk_size)
-                x = torch.randn(batch, frames, N_MELS, device=device)
-                lens = torch.tensor([1.0] + [0.5] * (batch - 1), device=device)
-                args = lambda x: (x, lens)  # noqa: E731
-            fast.load_state_dict(plain.state_dict())
-            plain.eval(), fast.eval()
-            results = []
-            for model in (plain, fast):
-                xi = x.clone().requires_grad_(True)
-                model.zero_grad(set_to_none=True)
-                with autocast(device, dtype):
-                    out = model(*args(xi))
-                torch.manual_seed(1)
-                (out.float() * torch.randn_like(out, dtype=torch.float32)).sum().backward()
-                grads = {n: p.grad.float() for n, p in model.named_parameters() if p.grad is not None}
-                results.append((out.detach().float(), xi.grad.float(), grads))
-            (o1, gx1, gp1), (o2, gx2, gp2) = results
+    for implementation, level, dtype in itertools.product(implementations, ("mixer", "encoder"), dtypes):
+        torch.manual_seed(0)
+        if level == "mixer":
+            plain = PolynomialMixer(488, degree=2, expansion=2).to(device)
+            fast = PolynomialMixer(488, degree=2, expansion=2, implementation=implementation, chunk_size=chunk_size).to(device)
+            x = torch.randn(batch, frames // 4, 488, device=device)
+            pad = torch.zeros(batch, frames // 4, dtype=torch.bool, device=device)
+            pad[-1, frames // 8 :] = True
+            args = lambda x: (x, pad)  # noqa: E731
+        else:
+            plain = model_from_table("pom", layers=2).to(device)
+            fast = model_from_table("pom", layers=2).to(device)
+            use_chunked_pom(fast, chunk_size, implementation)
+            x = torch.randn(batch, frames, N_MELS, device=device)
+            lens = torch.tensor([1.0] + [0.5] * (batch - 1), device=device)
+            args = lambda x: (x, lens)  # noqa: E731
+        fast.load_state_dict(plain.state_dict())
+        plain.eval(), fast.eval()
+        results = []
+        for model in (plain, fast):
+            xi = x.clone().requires_grad_(True)
+            model.zero_grad(set_to_none=True)
+            with autocast(device, dtype):
+                out = model(*args(xi))
+            torch.manual_seed(1)
+            (out.float() * torch.randn_like(out, dtype=torch.float32)).sum().backward()
+            grads = {n: p.grad.float() for n, p in model.named_parameters() if p.grad is not None}
+            results.append((out.detach().float(), xi.grad.float(), grads))
+        (o1, gx1, gp1), (o2, gx2, gp2) = results
 
-            def rel(a, b):
-                return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
+        def rel(a, b):
+            return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
 
-            out_err, gx_err = rel(o2, o1), rel(gx2, gx1)
-            gp_err = max(rel(gp2[n], gp1[n]) for n in gp1)
-            tol = 1e-4 if dtype == torch.float32 else 3e-2
-            ok = max(out_err, gx_err, gp_err) < tol and gp1.keys() == gp2.keys()
-            passed &= ok
-            rows.append(dict(level=level, dtype=str(dtype).split(".")[-1], out=out_err, grad_input=gx_err,
-                             grad_params=gp_err, tol=tol, ok=ok))
+        out_err, gx_err = rel(o2, o1), rel(gx2, gx1)
+        gp_err = max(rel(gp2[n], gp1[n]) for n in gp1)
+        tol = 1e-4 if dtype == torch.float32 else 3e-2
+        ok = max(out_err, gx_err, gp_err) < tol and gp1.keys() == gp2.keys()
+        passed &= ok
+        rows.append(dict(implementation=implementation, level=level, dtype=str(dtype).split(".")[-1], out=out_err, grad_input=gx_err,
+                         grad_params=gp_err, tol=tol, ok=ok))
     return rows, passed
 
 
@@ -620,7 +637,7 @@ def saved_activation_bytes(fn, exclude=()):
 
 
 def pom_floor(device, dtype, batch, seconds, d_model=488, degree=2, expansion=2, chunk_size=1024):
-    """Times one PoM mixer (plain, chunked) in inference and training and sets it
+    """Times one PoM mixer (plain, chunked, fused) in inference and training and sets it
     against max(FLOPs / measured matmul rate, bytes / measured bandwidth)."""
     from pom.flops import mixer_flops
 
@@ -641,7 +658,7 @@ def pom_floor(device, dtype, batch, seconds, d_model=488, degree=2, expansion=2,
             min_bytes = 4 * act + n_params * (elem + 4)
             unfused = min_bytes + 3 * 2 * 5 * wide
         floor = max(flops / rate, min_bytes / bandwidth)
-        for impl in ("plain", "chunked"):
+        for impl in ("plain", "chunked", "fused"):
             torch.manual_seed(0)
             mixer = PolynomialMixer(
                 d_model, degree, expansion, implementation=impl, chunk_size=chunk_size
@@ -718,7 +735,7 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=os.cpu_count(),
                    help="CPU threads (on a shared machine 1 is steadier)")
     p.add_argument("--timeout", type=int, default=600, help="seconds per CPU configuration")
-    p.add_argument("--check", action="store_true", help="check chunked PoM against plain PoM on the device")
+    p.add_argument("--check", action="store_true", help="check chunked and fused PoM against plain PoM on the device")
     p.add_argument("--floor", action="store_true", help="PoM layer time against its matmul / bandwidth floor")
     p.add_argument("--floor-seconds", type=int, help="input length of --floor (default GPU 80, CPU 16)")
     p.add_argument("--no-bench", action="store_true", help="only --check / --floor")
@@ -767,9 +784,10 @@ def main(argv=None):
     status = 0
     if args.check:
         rows, passed = check_chunked(device)
-        report += ["Chunked PoM vs plain PoM (relative L2 errors):", "",
-                   "| level | dtype | output | input grad | param grads (max) | tol | ok |", "|---|---|---|---|---|---|---|"]
-        report += [f"| {r['level']} | {r['dtype']} | {r['out']:.1e} | {r['grad_input']:.1e} | {r['grad_params']:.1e} | "
+        report += ["Chunked and fused PoM vs plain PoM (relative L2 errors):", "",
+                   "| implementation | level | dtype | output | input grad | param grads (max) | tol | ok |",
+                   "|---|---|---|---|---|---|---|---|"]
+        report += [f"| {r['implementation']} | {r['level']} | {r['dtype']} | {r['out']:.1e} | {r['grad_input']:.1e} | {r['grad_params']:.1e} | "
                    f"{r['tol']:.0e} | {'yes' if r['ok'] else 'NO'} |" for r in rows] + [""]
         status |= 0 if passed else 1
         print("\n".join(report[-len(rows) - 4 :]), flush=True)

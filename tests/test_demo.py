@@ -29,12 +29,19 @@ def short_demo(tmp_path_factory):
 def test_pipeline_outputs(short_demo):
     with open(short_demo / "demo_summary.json", encoding="utf-8") as f:
         summary = json.load(f)
-    assert set(summary["results"]) == {"finetune", "finetune_random_init"}
+    with_lm = {"finetune +LM"} if demo.lm_available() else set()
+    assert set(summary["results"]) == {"finetune", "finetune_random_init"} | with_lm
     assert os.path.isfile(short_demo / "pretrain" / "pretrained" / "model.ckpt")
     with open(short_demo / "finetune" / "results.json", encoding="utf-8") as f:
         assert json.load(f)["pretrained"].startswith(str(short_demo / "pretrain"))
     with open(short_demo / "finetune_random_init" / "results.json", encoding="utf-8") as f:
         assert json.load(f)["pretrained"] is None
+    if with_lm:  # the LM is built from the training transcripts and used at test time only
+        lm = short_demo / "lm" / f"{demo.LM_ORDER}-gram.arpa"
+        with open(short_demo / "finetune" / "results_lm.json", encoding="utf-8") as f:
+            results = json.load(f)
+        assert results["lm"] == str(lm) and results["beam_size"] == demo.LM["beam_size"]
+        assert (short_demo / "finetune" / "wer_test-clean_lm.txt").is_file()
 
 
 def test_pretraining_beats_random_initialisation(short_demo):

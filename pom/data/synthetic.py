@@ -59,8 +59,8 @@ from pom.data.librispeech import LIBRISPEECH_SPLITS
 logger = get_logger(__name__)
 
 ALL_SPLITS = LIBRISPEECH_SPLITS
-#: Default total size, in hours, used by ``make demo`` (about 1 h of audio,
-#: ~40 s to generate on 2 cores).
+#: Default total size, in hours, of the command line (about 1 h of audio, ~20 s
+#: on 2 cores); ``make demo`` asks for 8 h (``pom.demo.DEFAULT_HOURS``).
 TINY_HOURS = 1.0
 #: Size the test suite uses (all seven splits, ~5 min of train audio).
 TEST_HOURS = 0.1

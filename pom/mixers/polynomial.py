@@ -104,14 +104,16 @@ class PolynomialMixer(nn.Module):
     causal : bool
         If True, frame ``t`` only sees frames ``<= t`` (running mean).
     implementation : str
-        ``"plain"`` (default) or ``"chunked"`` (same outputs and gradients, less
-        activation memory; not with ``causal`` or with ``dropout > 0``).
+        ``"plain"`` (default), ``"chunked"`` (same outputs and gradients, less
+        activation memory; not with ``causal`` or with ``dropout > 0``) or
+        ``"fused"`` (the product form's state in Triton kernels on CUDA, the
+        chunked path elsewhere; same restrictions).
     chunk_size : int
         Frames per chunk of the ``"chunked"`` implementation.
     """
 
     FORMS = ("product", "power_series")
-    IMPLEMENTATIONS = ("plain", "chunked")
+    IMPLEMENTATIONS = ("plain", "chunked", "fused")
 
     def __init__(
         self,
@@ -132,6 +134,8 @@ class PolynomialMixer(nn.Module):
             raise ValueError(f"PolynomialMixer: unknown form '{form}', expected one of {self.FORMS}")
         if degree < 1 or expansion < 1:
             raise ValueError(f"PolynomialMixer: degree ({degree}) and expansion ({expansion}) must be >= 1")
+        if implementation == "fused" and form != "product":
+            raise ValueError("PolynomialMixer: implementation='fused' is for form='product' (use 'chunked')")
         self.d_model = d_model
         self.degree = degree
         self.expansion = expansion
@@ -158,8 +162,8 @@ class PolynomialMixer(nn.Module):
         name = type(self).__name__
         if implementation not in self.IMPLEMENTATIONS:
             raise ValueError(f"{name}: unknown implementation '{implementation}', expected one of {self.IMPLEMENTATIONS}")
-        if implementation == "chunked" and (causal or dropout > 0):
-            raise ValueError(f"{name}: implementation='chunked' supports neither causal=True nor dropout > 0")
+        if implementation in ("chunked", "fused") and (causal or dropout > 0):
+            raise ValueError(f"{name}: implementation='{implementation}' supports neither causal=True nor dropout > 0")
         self.implementation, self.chunk_size = implementation, chunk_size
 
     def expand(self, x):
@@ -200,6 +204,10 @@ class PolynomialMixer(nn.Module):
             from pom.mixers.fast_polynomial import chunked_polynomial_mixing
 
             return self.norm(chunked_polynomial_mixing(self, x, padding_mask, self.chunk_size))
+        if getattr(self, "implementation", "plain") == "fused":
+            from pom.mixers.triton_polynomial import fused_polynomial_mixing
+
+            return self.norm(fused_polynomial_mixing(self, x, padding_mask))
         terms, gate = self.expand(x)
         return self._select(gate, masked_mean(terms, padding_mask, causal=self.causal))
 

@@ -60,6 +60,8 @@ class SelectivePolynomialMixer(PolynomialMixer):
         As in :class:`PolynomialMixer` (``"chunked"``: same function, less memory).
     """
 
+    IMPLEMENTATIONS = ("plain", "chunked")  # no fused kernel for this expansion
+
     def __init__(self, d_model, degree=2, expansion=2, bias=True, dropout=0.0, output_norm=True, causal=False,
                  implementation="plain", chunk_size=1024):
         nn.Module.__init__(self)
@@ -103,6 +105,8 @@ class FrequencyAwarePolynomialMixer(PolynomialMixer):
     implementation, chunk_size :
         As in :class:`PolynomialMixer` (``"chunked"``: same function, less memory).
     """
+
+    IMPLEMENTATIONS = ("plain", "chunked")  # no fused kernel for this expansion
 
     def __init__(self, d_model, groups=2, degree=2, expansion=2, bias=True, dropout=0.0, output_norm=True, causal=False,
                  implementation="plain", chunk_size=1024):

@@ -1,0 +1,194 @@
+"""Fused PoM state on GPU: Triton kernels for the polynomial expansion and the
+masked mean over time, with the chunked PyTorch path as the CPU fallback.
+
+For the product form with degree ``k`` and branch width ``W = D d``, the
+state is, for every utterance ``b`` and channel ``c`` of term ``i``::
+
+    a_j = (W_1 x_t)_j                        (one GEMM, [B, T, k W], kept)
+    H[b, i W + c] = sum_t w_bt prod_{j <= i} gelu(a_j[b, t, c])
+    w_bt = 1 / |V_b| on valid frames, 0 on padded frames
+
+The plain path writes every activated branch, every partial product and
+their concatenation (several ``[B, T, k W]`` tensors) and keeps them for
+backward. The forward kernel reads ``a`` once per term and writes only
+``H`` (``[B, k W]``, float32); the backward kernel recomputes the branches
+from ``a`` and writes ``da`` directly::
+
+    da_j = gelu'(a_j) sum_{i >= j} w_bt dH_i prod_{l <= i, l != j} gelu(a_l)
+
+(no division by a branch, so zeros are exact). The gate and the output
+projection stay in PyTorch (two GEMMs and one elementwise product).
+
+``implementation: fused`` on :class:`~pom.mixers.PolynomialMixer` (product
+form, not causal, no mixer dropout) uses it on CUDA tensors; on other devices
+it runs :func:`~pom.mixers.fast_polynomial.chunked_polynomial_mixing`, which
+computes the same function. With ``TRITON_INTERPRET=1`` set before Triton is
+imported, the kernels also run on CPU tensors (slowly): the tests check them
+that way against the plain implementation.
+
+Example
+-------
+>>> import torch
+>>> a = torch.randn(2, 5, 6)
+>>> w = torch.full((2, 5), 0.2)
+>>> h = polynomial_state_reference(a, w, degree=2)
+>>> g = torch.nn.functional.gelu(a)
+>>> torch.allclose(h[:, :3], (g[..., :3] * 0.2).sum(1)), torch.allclose(h[:, 3:], (g[..., :3] * g[..., 3:] * 0.2).sum(1))
+(True, True)
+"""
+
+import os
+
+import torch
+import torch.nn.functional as F
+
+try:  # Triton ships with CUDA builds of PyTorch; absent elsewhere
+    import triton
+    import triton.language as tl
+except ImportError:  # pragma: no cover - depends on the installation
+    triton = None
+
+BLOCK_T = 32
+BLOCK_C = 64
+_INV_SQRT2 = 0.7071067811865476
+_INV_SQRT_2PI = 0.3989422804014327
+
+
+def triton_usable(x):
+    """Whether the Triton kernels can run on ``x``: Triton importable and ``x``
+    on CUDA (or any device under ``TRITON_INTERPRET=1``)."""
+    if triton is None:
+        return False
+    return x.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def frame_weights(padding_mask, batch, time, device):
+    """``w [B, T]`` float32: ``1 / |V_b|`` on valid frames, 0 on padded frames."""
+    if padding_mask is None:
+        return torch.full((batch, time), 1.0 / time, device=device, dtype=torch.float32)
+    valid = (~padding_mask).to(torch.float32)
+    return valid / valid.sum(dim=1, keepdim=True).clamp(min=1.0)
+
+
+def polynomial_state_reference(a, weights, degree):
+    """The state ``H`` in plain PyTorch (float32), for checks: ``[B, k W]``."""
+    branches = F.gelu(a.float()).chunk(degree, dim=-1)
+    terms, product = [], None
+    for branch in branches:
+        product = branch if product is None else product * branch
+        terms.append(product)
+    valid = (weights > 0).unsqueeze(-1)
+    return (torch.cat(terms, dim=-1).masked_fill(~valid, 0.0) * weights.unsqueeze(-1)).sum(dim=1)
+
+
+if triton is not None:
+
+    @triton.jit
+    def _gelu(a):
+        return 0.5 * a * (1.0 + tl.erf(a * _INV_SQRT2))
+
+    @triton.jit
+    def _gelu_grad(a):
+        return 0.5 * (1.0 + tl.erf(a * _INV_SQRT2)) + a * tl.exp(-0.5 * a * a) * _INV_SQRT_2PI
+
+    @triton.jit
+    def _state_forward_kernel(a_ptr, w_ptr, h_ptr, T, W, KW, K: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr):
+        """One program: utterance b, channels [c0, c0 + BC) of term i; loops over time."""
+        b = tl.program_id(0)
+        cs = tl.program_id(1) * BC + tl.arange(0, BC)
+        i = tl.program_id(2)
+        c_ok = cs < W
+        acc = tl.zeros((BC,), dtype=tl.float32)
+        t0 = 0
+        while t0 < T:  # (a while loop: Triton's interpreter cannot range() over a runtime bound)
+            ts = t0 + tl.arange(0, BT)
+            t_ok = ts < T
+            w = tl.load(w_ptr + b * T + ts, mask=t_ok, other=0.0)
+            ok = t_ok[:, None] & c_ok[None, :]
+            rows = (b * T + ts)[:, None] * KW + cs[None, :]
+            product = tl.full((BT, BC), 1.0, tl.float32)
+            for j in tl.static_range(K):
+                if j <= i:
+                    a = tl.load(a_ptr + rows + j * W, mask=ok, other=0.0).to(tl.float32)
+                    product = product * _gelu(a)
+            product = tl.where(w[:, None] > 0.0, product, 0.0)  # garbage in padding never counts
+            acc += tl.sum(product * w[:, None], axis=0)
+            t0 += BT
+        tl.store(h_ptr + b * KW + i * W + cs, acc, mask=c_ok)
+
+    @triton.jit
+    def _state_backward_kernel(
+        a_ptr, w_ptr, dh_ptr, da_ptr, T, W, KW, NT, K: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr
+    ):
+        """One program: frames [t0, t0 + BT) of utterance b, channels of branch j."""
+        b = tl.program_id(0) // NT
+        ts = (tl.program_id(0) % NT) * BT + tl.arange(0, BT)
+        cs = tl.program_id(1) * BC + tl.arange(0, BC)
+        j = tl.program_id(2)
+        t_ok = ts < T
+        c_ok = cs < W
+        ok = t_ok[:, None] & c_ok[None, :]
+        rows = (b * T + ts)[:, None] * KW + cs[None, :]
+        w = tl.load(w_ptr + b * T + ts, mask=t_ok, other=0.0)
+        grad = tl.zeros((BT, BC), dtype=tl.float32)
+        for i in tl.static_range(K):
+            if i >= j:
+                others = tl.full((BT, BC), 1.0, tl.float32)
+                for l in tl.static_range(i + 1):
+                    if l != j:
+                        a_l = tl.load(a_ptr + rows + l * W, mask=ok, other=0.0).to(tl.float32)
+                        others = others * _gelu(a_l)
+                dh = tl.load(dh_ptr + b * KW + i * W + cs, mask=c_ok, other=0.0)
+                grad += dh[None, :] * others
+        a_j = tl.load(a_ptr + rows + j * W, mask=ok, other=0.0).to(tl.float32)
+        da = tl.where(w[:, None] > 0.0, grad * w[:, None] * _gelu_grad(a_j), 0.0)
+        tl.store(da_ptr + rows + j * W, da.to(da_ptr.dtype.element_ty), mask=ok)
+
+
+class _PolynomialState(torch.autograd.Function):
+    """``H = polynomial_state_reference(a, weights, degree)`` with the Triton kernels;
+    keeps only ``a`` and ``weights`` for backward."""
+
+    @staticmethod
+    def forward(ctx, a, weights, degree):
+        a = a.contiguous()
+        weights = weights.contiguous()
+        batch, time, width_all = a.shape
+        width = width_all // degree
+        state = torch.empty(batch, width_all, device=a.device, dtype=torch.float32)
+        grid = (batch, triton.cdiv(width, BLOCK_C), degree)
+        _state_forward_kernel[grid](a, weights, state, time, width, width_all, K=degree, BT=BLOCK_T, BC=BLOCK_C)
+        ctx.save_for_backward(a, weights)
+        ctx.degree = degree
+        return state
+
+    @staticmethod
+    def backward(ctx, grad_state):
+        a, weights = ctx.saved_tensors
+        batch, time, width_all = a.shape
+        width = width_all // ctx.degree
+        grad_a = torch.empty_like(a)
+        n_time = triton.cdiv(time, BLOCK_T)
+        grid = (batch * n_time, triton.cdiv(width, BLOCK_C), ctx.degree)
+        _state_backward_kernel[grid](
+            a, weights, grad_state.float().contiguous(), grad_a, time, width, width_all, n_time,
+            K=ctx.degree, BT=BLOCK_T, BC=BLOCK_C,
+        )  # fmt: skip
+        return grad_a, None, None
+
+
+def fused_polynomial_mixing(mixer, x, padding_mask=None):
+    """The mixer's output before its LayerNorm, with the fused state on CUDA
+    (:func:`triton_usable`), else with the chunked PyTorch path.
+
+    Same function as the plain implementation: ``W_o (sigmoid(W_s x_t) * H)``."""
+    if not triton_usable(x):
+        from pom.mixers.fast_polynomial import chunked_polynomial_mixing
+
+        return chunked_polynomial_mixing(mixer, x, padding_mask, mixer.chunk_size)
+    batch, time, _ = x.shape
+    weights = frame_weights(padding_mask, batch, time, x.device)
+    a = mixer.polynomial_proj(x)
+    state = _PolynomialState.apply(a, weights, mixer.degree)
+    gate = torch.sigmoid(mixer.selection_proj(x))
+    return mixer.output_proj(gate * state.to(gate.dtype).unsqueeze(1))

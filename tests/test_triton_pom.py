@@ -1,0 +1,95 @@
+"""The fused (Triton) PoM state computes what the plain implementation does.
+
+The kernels run on CPU tensors under Triton's interpreter (``TRITON_INTERPRET=1``,
+which must be set before Triton is imported: hence a subprocess). On a GPU the
+benchmark's ``--check`` mode compares them on the device."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from pom.mixers import PolynomialMixer, SelectivePolynomialMixer
+
+pytest.importorskip("triton")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+CHECK = textwrap.dedent(
+    """
+    import torch
+    from pom.mixers import PolynomialMixer
+    from pom.mixers import triton_polynomial as tp
+
+    x = torch.randn(3, 45, 10)
+    assert tp.triton_usable(x), "the interpreter should accept CPU tensors"
+    mask = torch.zeros(3, 45, dtype=torch.bool)
+    mask[1, 30:] = True
+    mask[2, 3:] = True
+    x[1, 30:] = 1e3  # garbage in padded frames must not matter
+    for degree, expansion, pad in [(1, 2, True), (2, 2, True), (3, 1, True), (2, 7, False)]:
+        torch.manual_seed(degree)
+        plain = PolynomialMixer(10, degree=degree, expansion=expansion)
+        fused = PolynomialMixer(10, degree=degree, expansion=expansion, implementation="fused")
+        fused.load_state_dict(plain.state_dict())
+        m = mask if pad else None
+        xs = [x.clone().requires_grad_(True) for _ in range(2)]
+        outs = [plain(xs[0], m), fused(xs[1], m)]
+        torch.testing.assert_close(outs[1], outs[0], rtol=1e-5, atol=1e-5)
+        probe = torch.randn_like(outs[0])
+        if pad:  # a loss on valid frames only: padded frames must then get no gradient
+            probe = probe.masked_fill(mask.unsqueeze(-1), 0.0)
+        grads = [torch.autograd.grad((o * probe).sum(), [xi, *mod.parameters()])
+                 for o, xi, mod in zip(outs, xs, (plain, fused))]
+        for g_plain, g_fused in zip(*grads):
+            torch.testing.assert_close(g_fused, g_plain, rtol=1e-4, atol=1e-5)
+        if pad:
+            assert grads[1][0][1, 30:].abs().max() == 0 and grads[1][0][2, 3:].abs().max() == 0
+
+    # the state kernel alone, against its reference, with a branch that is exactly zero
+    a = torch.randn(2, 70, 2 * 40)
+    a[0, 5, 3] = 0.0
+    w = tp.frame_weights(mask[:2, :45].repeat(1, 2)[:, :70], 2, 70, "cpu")
+    a1, a2 = a.clone().requires_grad_(True), a.clone().requires_grad_(True)
+    h_ref = tp.polynomial_state_reference(a1, w, 2)
+    h = tp._PolynomialState.apply(a2, w, 2)
+    torch.testing.assert_close(h, h_ref, rtol=1e-5, atol=1e-6)
+    dh = torch.randn_like(h)
+    torch.testing.assert_close(torch.autograd.grad((h * dh).sum(), a2)[0],
+                               torch.autograd.grad((h_ref * dh).sum(), a1)[0], rtol=1e-4, atol=1e-6)
+    print("fused PoM matches")
+    """
+)
+
+
+def test_fused_kernels_match_plain_under_the_interpreter():
+    env = dict(os.environ, TRITON_INTERPRET="1", OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-c", CHECK], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "fused PoM matches" in proc.stdout
+
+
+def test_fused_falls_back_to_the_chunked_path_on_cpu():
+    """Without the interpreter, CPU tensors take the chunked PyTorch path: same function."""
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        pytest.skip("interpreter mode runs the kernels on the CPU")
+    torch.manual_seed(0)
+    plain = PolynomialMixer(8, degree=2, expansion=2)
+    fused = PolynomialMixer(8, degree=2, expansion=2, implementation="fused", chunk_size=4)
+    fused.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 11, 8)
+    mask = torch.zeros(2, 11, dtype=torch.bool)
+    mask[1, 6:] = True
+    torch.testing.assert_close(fused(x, mask), plain(x, mask), rtol=1e-5, atol=1e-6)
+
+
+def test_fused_option_is_refused_where_it_does_not_apply():
+    with pytest.raises(ValueError, match="'fused' is for form='product'"):
+        PolynomialMixer(8, form="power_series", implementation="fused")
+    with pytest.raises(ValueError, match="implementation='fused' supports neither causal=True nor dropout > 0"):
+        PolynomialMixer(8, causal=True, implementation="fused")
+    with pytest.raises(ValueError, match="unknown implementation 'fused'"):
+        SelectivePolynomialMixer(8, implementation="fused")
