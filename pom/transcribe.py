@@ -60,10 +60,23 @@ class Transcriber:
         ``greedy`` or ``beam`` (SpeechBrain's ``CTCBeamSearcher``).
     beam_size : int
         Beam size for ``beam``.
+    chunk_size, left_context_chunks : int, optional
+        Streaming mode (encoder frames per chunk, chunks of left context).
+    lm_path : str, optional
+        An ARPA or KenLM binary word n-gram (``python -m pom.lm``) for ``beam``.
+    lm_alpha, lm_beta : float, optional
+        LM weight and word bonus (default: the run's ``lm_alpha`` / ``lm_beta``).
     """
 
-    def __init__(self, model_dir, device="cpu", decoding="greedy", beam_size=20, chunk_size=None, left_context_chunks=None):
+    def __init__(self, model_dir, device="cpu", decoding="greedy", beam_size=20, chunk_size=None, left_context_chunks=None,
+                 lm_path=None, lm_alpha=None, lm_beta=None):  # fmt: skip
         from speechbrain.utils.checkpoints import Checkpointer
+
+        from pom.finetune import check_lm_decoding
+
+        lm_problem = check_lm_decoding(lm_path, decoding)
+        if lm_problem:
+            raise ModelError(lm_problem.replace("kenlm_model_path", "--lm").replace("test_decoding: beam", "--decoding beam"))
 
         if chunk_size is not None and chunk_size < 1:
             raise ModelError(f"--chunk_size must be a positive number of encoder frames, got {chunk_size}")
@@ -124,7 +137,11 @@ class Transcriber:
         if decoding == "beam":
             from speechbrain.decoders.ctc import CTCBeamSearcher
 
-            options = dict(hparams["test_beam_search"], beam_size=beam_size, kenlm_model_path=None)
+            options = dict(hparams["test_beam_search"], beam_size=beam_size, kenlm_model_path=lm_path)
+            if lm_alpha is not None:
+                options["alpha"] = lm_alpha
+            if lm_beta is not None:
+                options["beta"] = lm_beta
             self.searcher = CTCBeamSearcher(**options, vocab_list=self.tokens.vocab_list())
         elif decoding != "greedy":
             raise ValueError(f"decoding must be 'greedy' or 'beam', got {decoding!r}")
@@ -223,12 +240,16 @@ def main(argv=None):
         "--streaming=True (dynamic chunks) or --causal=True (true streaming)",
     )
     parser.add_argument("--left_context_chunks", type=int, default=None, help="streaming mode: chunks of left context (default all)")
+    parser.add_argument("--lm", default=None, help="word n-gram LM (ARPA, e.g. from python -m pom.lm) for --decoding beam")
+    parser.add_argument("--lm_alpha", type=float, default=None, help="LM weight (default: the run's lm_alpha)")
+    parser.add_argument("--lm_beta", type=float, default=None, help="word insertion bonus (default: the run's lm_beta)")
     args = parser.parse_args(argv)
 
     try:
         transcriber = Transcriber(
             args.model, device=args.device, decoding=args.decoding, beam_size=args.beam_size,
             chunk_size=args.chunk_size, left_context_chunks=args.left_context_chunks,
+            lm_path=args.lm, lm_alpha=args.lm_alpha, lm_beta=args.lm_beta,
         )
     except ModelError as err:
         sys.exit(f"Error: {err}")

@@ -144,3 +144,24 @@ def test_streaming_mode_streams_a_causal_encoder(model):
     src = torch.randn(1, 11, 20)
     with torch.no_grad():
         torch.testing.assert_close(transcriber.encode(src, torch.ones(1)), encoder(src), atol=1e-5, rtol=1e-5)
+
+
+def test_beam_search_with_an_lm(model, synthetic_librispeech, test_clean, tmp_path, capsys):
+    """--lm gives the beam searcher a word n-gram (KenLM) with the chosen weights; clear errors."""
+    pytest.importorskip("kenlm")
+    pytest.importorskip("pygtrie")
+    from pom.lm import build_lm
+
+    lm = str(tmp_path / "3-gram.arpa")
+    build_lm(synthetic_librispeech, ["train-clean-100", "train-clean-360", "train-other-500"], lm, order=3)
+    transcriber = transcribe.Transcriber(model, decoding="beam", beam_size=8, lm_path=lm, lm_alpha=3.0, lm_beta=1.0)
+    searcher = transcriber.searcher
+    assert searcher.kenlm_model is not None and (searcher.alpha, searcher.beta) == (3.0, 1.0)
+    assert transcribe.Transcriber(model, decoding="beam").searcher.kenlm_model is None
+    paths = [p for p, _ in test_clean[:3]]
+    assert transcribe.main(["--model", model, "--decoding", "beam", "--beam_size", "8", "--lm", lm, *paths]) == 0
+    assert [p for p, *_ in lines(capsys.readouterr().out)] == paths
+    with pytest.raises(SystemExit, match="--lm needs --decoding beam"):
+        transcribe.main(["--model", model, "--lm", lm, paths[0]])
+    with pytest.raises(SystemExit, match="does not exist"):
+        transcribe.main(["--model", model, "--decoding", "beam", "--lm", str(tmp_path / "none.arpa"), paths[0]])
