@@ -99,7 +99,7 @@ if triton is not None:
         i = tl.program_id(2)
         c_ok = cs < W
         acc = tl.zeros((BC,), dtype=tl.float32)
-        t0 = 0
+        t0 = tl.program_id(0) * 0  # int32 from the start: a loop-carried value keeps its type
         while t0 < T:  # (a while loop: Triton's interpreter cannot range() over a runtime bound)
             ts = t0 + tl.arange(0, BT)
             t_ok = ts < T
