@@ -159,7 +159,7 @@ def make_cnn():
     )
 
 
-def use_chunked_pom(model, chunk_size, implementation="chunked"):
+def use_pom_implementation(model, chunk_size, implementation="chunked"):
     """Switches every plain :class:`PolynomialMixer` of ``model`` (product form
     for ``fused``) to the chunked or fused implementation (same parameters);
     returns how many were switched."""
@@ -227,7 +227,7 @@ def build_model(name, source="auto", layers=None, chunk_size=1024):
             raise ValueError(f"unknown model '{name}'; known: {', '.join(MODELS)}")
         model, where = model_from_table(name, layers or 12), "table"
     for implementation in ("chunked", "fused"):
-        if name.endswith("_" + implementation) and use_chunked_pom(model, chunk_size, implementation) == 0:
+        if name.endswith("_" + implementation) and use_pom_implementation(model, chunk_size, implementation) == 0:
             raise ValueError(f"'{name}': the model has no PolynomialMixer to switch to the {implementation} implementation")
     return model, where
 
@@ -551,7 +551,7 @@ def check_chunked(device, batch=2, seconds=10, chunk_size=128, implementations=(
         else:
             plain = model_from_table("pom", layers=2).to(device)
             fast = model_from_table("pom", layers=2).to(device)
-            use_chunked_pom(fast, chunk_size, implementation)
+            use_pom_implementation(fast, chunk_size, implementation)
             x = torch.randn(batch, frames, N_MELS, device=device)
             lens = torch.tensor([1.0] + [0.5] * (batch - 1), device=device)
             args = lambda x: (x, lens)  # noqa: E731

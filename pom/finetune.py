@@ -303,11 +303,24 @@ def load_pretrained(found, pt_model, normalize, encoder_config, collect_in, hpar
     logger.info(f"Loaded the pre-trained CNN + encoder from {found['dir']}")
 
 
-def check_lm_decoding(kenlm_model_path, test_decoding):
-    """Checks, before any training, that the n-gram LM path can be used.
+def missing_lm_packages():
+    """The packages SpeechBrain's CTC beam search needs for an n-gram LM
+    (``kenlm``, ``pygtrie``) that cannot be imported here."""
+    missing = []
+    for module in ("kenlm", "pygtrie"):
+        try:
+            __import__(module)
+        except ImportError:
+            missing.append(module)
+    return missing
 
-    Returns None when ``kenlm_model_path`` is unset or usable, else a one-line
-    message naming the file or option and what to do.
+
+def check_lm_decoding(lm_path, decoding, options=("kenlm_model_path", "test_decoding: beam")):
+    """Checks, before any work, that an n-gram LM can be used for decoding.
+
+    Returns None when ``lm_path`` is unset or usable, else a one-line message
+    naming the file or option and what to do. ``options`` names the LM path
+    option and the decoding setting it needs, as the caller's user writes them.
 
     Example
     -------
@@ -315,21 +328,19 @@ def check_lm_decoding(kenlm_model_path, test_decoding):
     True
     >>> check_lm_decoding("/no/such/lm.arpa", "beam")
     "kenlm_model_path '/no/such/lm.arpa' does not exist (build one with: python -m pom.lm --help)"
+    >>> check_lm_decoding("lm.arpa", "greedy", options=("--lm", "--decoding beam"))
+    "--lm needs --decoding beam (got 'greedy')"
     """
-    if not kenlm_model_path:
+    path_option, beam_setting = options
+    if not lm_path:
         return None
-    if test_decoding != "beam":
-        return f"kenlm_model_path needs test_decoding: beam (got {test_decoding!r})"
-    if not os.path.isfile(kenlm_model_path):
-        return f"kenlm_model_path {kenlm_model_path!r} does not exist (build one with: python -m pom.lm --help)"
-    missing = []
-    for module in ("kenlm", "pygtrie"):
-        try:
-            __import__(module)
-        except ImportError:
-            missing.append(module)
+    if decoding != "beam":
+        return f"{path_option} needs {beam_setting} (got {decoding!r})"
+    if not os.path.isfile(lm_path):
+        return f"{path_option} {lm_path!r} does not exist (build one with: python -m pom.lm --help)"
+    missing = missing_lm_packages()
     if missing:
-        return f"decoding with kenlm_model_path needs the {' and '.join(missing)} package(s): pip install kenlm pygtrie"
+        return f"decoding with {path_option} needs the {' and '.join(missing)} package(s): pip install kenlm pygtrie"
     return None
 
 

@@ -74,9 +74,9 @@ class Transcriber:
 
         from pom.finetune import check_lm_decoding
 
-        lm_problem = check_lm_decoding(lm_path, decoding)
+        lm_problem = check_lm_decoding(lm_path, decoding, options=("--lm", "--decoding beam"))
         if lm_problem:
-            raise ModelError(lm_problem.replace("kenlm_model_path", "--lm").replace("test_decoding: beam", "--decoding beam"))
+            raise ModelError(lm_problem)
 
         if chunk_size is not None and chunk_size < 1:
             raise ModelError(f"--chunk_size must be a positive number of encoder frames, got {chunk_size}")

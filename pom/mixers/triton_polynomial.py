@@ -42,6 +42,8 @@ import os
 import torch
 import torch.nn.functional as F
 
+from pom.mixers.polynomial import cumulative_products
+
 try:  # Triton ships with CUDA builds of PyTorch; absent elsewhere
     import triton
     import triton.language as tl
@@ -72,13 +74,9 @@ def frame_weights(padding_mask, batch, time, device):
 
 def polynomial_state_reference(a, weights, degree):
     """The state ``H`` in plain PyTorch (float32), for checks: ``[B, k W]``."""
-    branches = F.gelu(a.float()).chunk(degree, dim=-1)
-    terms, product = [], None
-    for branch in branches:
-        product = branch if product is None else product * branch
-        terms.append(product)
+    terms = cumulative_products(F.gelu(a.float()).chunk(degree, dim=-1))
     valid = (weights > 0).unsqueeze(-1)
-    return (torch.cat(terms, dim=-1).masked_fill(~valid, 0.0) * weights.unsqueeze(-1)).sum(dim=1)
+    return (terms.masked_fill(~valid, 0.0) * weights.unsqueeze(-1)).sum(dim=1)
 
 
 if triton is not None:
