@@ -30,7 +30,10 @@ CHECK = textwrap.dedent(
     mask[1, 30:] = True
     mask[2, 3:] = True
     x[1, 30:] = 1e3  # garbage in padded frames must not matter
-    for degree, expansion, pad in [(1, 2, True), (2, 2, True), (3, 1, True), (2, 7, False)]:
+    # frames per forward program: one slice of time (default), or several, one ending mid-tile
+    cases = [(1, 2, True, 256), (2, 2, True, 256), (3, 1, True, 256), (2, 7, False, 256), (2, 2, True, 20), (3, 1, False, 8)]
+    for degree, expansion, pad, span in cases:
+        tp.FRAMES_PER_PROGRAM = span
         torch.manual_seed(degree)
         plain = PolynomialMixer(10, degree=degree, expansion=expansion)
         fused = PolynomialMixer(10, degree=degree, expansion=expansion, implementation="fused")
@@ -50,6 +53,7 @@ CHECK = textwrap.dedent(
             assert grads[1][0][1, 30:].abs().max() == 0 and grads[1][0][2, 3:].abs().max() == 0
 
     # the state kernel alone, against its reference, with a branch that is exactly zero
+    tp.FRAMES_PER_PROGRAM = 24  # 3 slices of time, the last one partial
     a = torch.randn(2, 70, 2 * 40)
     a[0, 5, 3] = 0.0
     w = tp.frame_weights(mask[:2, :45].repeat(1, 2)[:, :70], 2, 70, "cpu")

@@ -19,6 +19,13 @@ from ``a`` and writes ``da`` directly::
 (no division by a branch, so zeros are exact). The gate and the output
 projection stay in PyTorch (two GEMMs and one elementwise product).
 
+Launch shape: the forward kernel splits time as well as channels and terms
+(``FRAMES_PER_PROGRAM`` frames per program, partial sums added in PyTorch), so
+a single long utterance gives enough programs for a GPU's SMs; the backward
+kernel is one program per tile of ``BLOCK_T`` frames x ``BLOCK_C`` channels.
+Every kernel is compiled ahead of time for sm_80 and sm_90 in the test suite
+(``tests/test_triton_compile.py``, no GPU needed).
+
 ``implementation: fused`` on :class:`~pom.mixers.PolynomialMixer` (product
 form, not causal, no mixer dropout) uses it on CUDA tensors; on other devices
 it runs :func:`~pom.mixers.fast_polynomial.chunked_polynomial_mixing`, which
@@ -38,6 +45,7 @@ Example
 """
 
 import os
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -50,10 +58,13 @@ try:  # Triton ships with CUDA builds of PyTorch; absent elsewhere
 except ImportError:  # pragma: no cover - depends on the installation
     triton = None
 
-BLOCK_T = 32
-BLOCK_C = 64
-_INV_SQRT2 = 0.7071067811865476
-_INV_SQRT_2PI = 0.3989422804014327
+BLOCK_T = 32  # frames per tile
+BLOCK_C = 64  # channels per tile
+#: Frames summed by one forward program. Time is split across programs so that
+#: one long utterance still fills the GPU (batch 1, 1200 s = 30k encoder frames
+#: -> 118 slices x W/64 x k programs); the per-slice sums are added in PyTorch
+#: (a two-stage reduction: deterministic, no atomics).
+FRAMES_PER_PROGRAM = 256
 
 
 def triton_usable(x):
@@ -62,6 +73,15 @@ def triton_usable(x):
     if triton is None:
         return False
     return x.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"
+
+
+_WARNED = set()
+
+
+def _warn_once(message):
+    if message not in _WARNED:
+        _WARNED.add(message)
+        warnings.warn(message, stacklevel=3)
 
 
 def frame_weights(padding_mask, batch, time, device):
@@ -80,6 +100,10 @@ def polynomial_state_reference(a, weights, degree):
 
 
 if triton is not None:
+    # Globals read inside @triton.jit functions must be constexpr: a plain float
+    # works under the interpreter but fails to compile for a GPU.
+    _INV_SQRT2 = tl.constexpr(0.7071067811865476)
+    _INV_SQRT_2PI = tl.constexpr(0.3989422804014327)
 
     @triton.jit
     def _gelu(a):
@@ -90,20 +114,25 @@ if triton is not None:
         return 0.5 * (1.0 + tl.erf(a * _INV_SQRT2)) + a * tl.exp(-0.5 * a * a) * _INV_SQRT_2PI
 
     @triton.jit
-    def _state_forward_kernel(a_ptr, w_ptr, h_ptr, T, W, KW, K: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr):
-        """One program: utterance b, channels [c0, c0 + BC) of term i; loops over time."""
-        b = tl.program_id(0)
+    def _state_forward_kernel(
+        a_ptr, w_ptr, part_ptr, T, W, KW, NS, SPAN, K: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr
+    ):
+        """One program: frames [s SPAN, (s + 1) SPAN) of utterance b, channels
+        [c0, c0 + BC) of term i; writes their weighted sum to part[b, s]."""
+        b = tl.program_id(0) // NS
+        s = tl.program_id(0) % NS
         cs = tl.program_id(1) * BC + tl.arange(0, BC)
         i = tl.program_id(2)
         c_ok = cs < W
         acc = tl.zeros((BC,), dtype=tl.float32)
-        t0 = tl.program_id(0) * 0  # int32 from the start: a loop-carried value keeps its type
-        while t0 < T:  # (a while loop: Triton's interpreter cannot range() over a runtime bound)
+        t0 = s * SPAN
+        t_end = tl.minimum(t0 + SPAN, T)
+        while t0 < t_end:  # (a while loop: Triton's interpreter cannot range() over a runtime bound)
             ts = t0 + tl.arange(0, BT)
-            t_ok = ts < T
+            t_ok = ts < t_end
             w = tl.load(w_ptr + b * T + ts, mask=t_ok, other=0.0)
             ok = t_ok[:, None] & c_ok[None, :]
-            rows = (b * T + ts)[:, None] * KW + cs[None, :]
+            rows = (b * T + ts).to(tl.int64)[:, None] * KW + cs[None, :]  # int64: no overflow on long inputs
             product = tl.full((BT, BC), 1.0, tl.float32)
             for j in tl.static_range(K):
                 if j <= i:
@@ -112,7 +141,7 @@ if triton is not None:
             product = tl.where(w[:, None] > 0.0, product, 0.0)  # garbage in padding never counts
             acc += tl.sum(product * w[:, None], axis=0)
             t0 += BT
-        tl.store(h_ptr + b * KW + i * W + cs, acc, mask=c_ok)
+        tl.store(part_ptr + (b * NS + s) * KW + i * W + cs, acc, mask=c_ok)
 
     @triton.jit
     def _state_backward_kernel(
@@ -126,7 +155,7 @@ if triton is not None:
         t_ok = ts < T
         c_ok = cs < W
         ok = t_ok[:, None] & c_ok[None, :]
-        rows = (b * T + ts)[:, None] * KW + cs[None, :]
+        rows = (b * T + ts).to(tl.int64)[:, None] * KW + cs[None, :]
         w = tl.load(w_ptr + b * T + ts, mask=t_ok, other=0.0)
         grad = tl.zeros((BT, BC), dtype=tl.float32)
         for i in tl.static_range(K):
@@ -153,12 +182,16 @@ class _PolynomialState(torch.autograd.Function):
         weights = weights.contiguous()
         batch, time, width_all = a.shape
         width = width_all // degree
-        state = torch.empty(batch, width_all, device=a.device, dtype=torch.float32)
-        grid = (batch, triton.cdiv(width, BLOCK_C), degree)
-        _state_forward_kernel[grid](a, weights, state, time, width, width_all, K=degree, BT=BLOCK_T, BC=BLOCK_C)
+        slices = triton.cdiv(time, FRAMES_PER_PROGRAM)
+        partial = torch.empty(batch, slices, width_all, device=a.device, dtype=torch.float32)
+        grid = (batch * slices, triton.cdiv(width, BLOCK_C), degree)
+        _state_forward_kernel[grid](
+            a, weights, partial, time, width, width_all, slices, FRAMES_PER_PROGRAM,
+            K=degree, BT=BLOCK_T, BC=BLOCK_C,
+        )  # fmt: skip
         ctx.save_for_backward(a, weights)
         ctx.degree = degree
-        return state
+        return partial.sum(dim=1)
 
     @staticmethod
     def backward(ctx, grad_state):
@@ -182,6 +215,9 @@ def fused_polynomial_mixing(mixer, x, padding_mask=None):
     Same function as the plain implementation: ``W_o (sigmoid(W_s x_t) * H)``."""
     if not triton_usable(x):
         from pom.mixers.fast_polynomial import chunked_polynomial_mixing
+
+        if x.is_cuda and triton is None:
+            _warn_once("implementation='fused' needs Triton (pip install triton); using the chunked PyTorch path")
 
         return chunked_polynomial_mixing(mixer, x, padding_mask, mixer.chunk_size)
     batch, time, _ = x.shape
