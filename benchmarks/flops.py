@@ -24,7 +24,7 @@ from efficiency import FRAMES_PER_SECOND, MODELS  # noqa: E402
 
 from pom.flops import mixer_flops  # noqa: E402
 
-DEFAULT = ["relposmhaxl", "mha", "summarymixing", "pom", "pom_selective", "pom_frequency"]
+DEFAULT = ["relposmhaxl", "ropemha", "mha", "summarymixing", "pom", "pom_selective", "pom_frequency"]
 
 
 def main(argv=None):

@@ -4,7 +4,9 @@ import pytest
 import torch
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.lobes.models.transformer.Conformer import ConformerEncoder
+from speechbrain.lobes.models.transformer.TransformerASR import make_transformer_src_mask
 from speechbrain.nnet.attention import RelPosEncXL
+from speechbrain.utils.dynamic_chunk_training import DynChunkTrainConfig
 
 from pom.encoder import MixerConformerEncoder, MixerEncoder, convert_speechbrain_conformer_state_dict
 from pom.mixers import PolynomialMixer, RelPosMHAXLMixer
@@ -12,8 +14,9 @@ from pom.mixers import PolynomialMixer, RelPosMHAXLMixer
 D, FFN, LAYERS = 32, 64, 2
 MIXER_OPTIONS = {
     "relposmhaxl": {"nhead": 4},
+    "ropemha": {"nhead": 4},
     "mha": {"nhead": 4},
-    "summarymixing": {"local_dim": 16, "summary_dim": 32},
+    "summarymixing": {"nhead": 4, "local_proj_hid_dim": [16], "local_proj_out_dim": 16, "summary_hid_dim": [32]},
     "pom": {"degree": 2, "expansion": 2},
     "pom_selective": {"degree": 3, "expansion": 2},
     "pom_frequency": {"groups": 2},
@@ -45,6 +48,27 @@ def test_same_output_as_speechbrain_conformer_encoder():
     assert len(attn) == len(sb_attn) == LAYERS and all(a is None for a in attn)
 
 
+def test_same_output_as_speechbrain_conformer_encoder_with_rope_attention():
+    """SpeechBrain's ConformerEncoder(attention_type="RoPEMHA") and ours with `ropemha`, same weights."""
+    torch.manual_seed(0)
+    sb = ConformerEncoder(LAYERS, D, FFN, nhead=4, kernel_size=7, attention_type="RoPEMHA", dropout=0.1).eval()
+    ours = MixerConformerEncoder(LAYERS, D, FFN, mixer="ropemha", mixer_options={"nhead": 4}, kernel_size=7, dropout=0.1)
+    result = ours.load_state_dict(convert_speechbrain_conformer_state_dict(sb.state_dict()), strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
+    ours.eval()
+    x = torch.randn(3, 25, D)
+    config = DynChunkTrainConfig(chunk_size=4, left_context_size=2)
+    chunk_mask = make_transformer_src_mask(x, dynchunktrain_config=config)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x)[0], sb(x)[0], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            ours(x, dynchunktrain_config=config)[0],  # our encoder builds the chunk mask itself
+            sb(x, src_mask=chunk_mask, dynchunktrain_config=config)[0],
+            atol=1e-5,
+            rtol=1e-5,
+        )
+
+
 def test_padding_does_not_leak_through_the_convolution_unlike_speechbrain():
     """SpeechBrain zeroes the convolution output only; we zero its input too."""
     sb, ours = sb_and_ours()
@@ -67,7 +91,7 @@ def test_padding_does_not_leak_through_the_convolution_unlike_speechbrain():
 def test_full_encoder_padding_invariance_and_gradients(name):
     torch.manual_seed(0)
     enc = MixerEncoder(40, D, LAYERS, FFN, mixer=name, mixer_options=MIXER_OPTIONS[name], kernel_size=7,
-                       positional_encoding=None if name == "relposmhaxl" else "fixed_abs_sine").eval()
+                       positional_encoding=None if name in ("relposmhaxl", "ropemha") else "fixed_abs_sine").eval()
     short = torch.randn(1, 10, 40)
     batch = torch.cat([torch.cat([short, 20 * torch.randn(1, 6, 40)], dim=1), torch.randn(1, 16, 40)], dim=0)
     with torch.no_grad():

@@ -10,11 +10,12 @@ LINEAR = {
     "pom_chunked": (488, {"degree": 2, "expansion": 2, "implementation": "chunked", "chunk_size": 512}),
     "pom_selective": (488, {"degree": 2, "expansion": 2}),
     "pom_frequency": (488, {"groups": 2}),
-    "summarymixing": (568, {"local_dim": 512, "summary_dim": 1024}),
+    "summarymixing": (632, {"nhead": 8}),
 }
 QUADRATIC = {
     "mha": (576, {"nhead": 8}),
     "relposmhaxl": (576, {"nhead": 8}),
+    "ropemha": (576, {"nhead": 8}),
 }
 LENGTHS = [500, 1000, 2000, 4000, 8000]  # encoder frames (25 per second): 20 s to 320 s
 

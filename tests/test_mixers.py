@@ -12,6 +12,7 @@ from pom.mixers import (
     MultiHeadAttentionMixer,
     PolynomialMixer,
     RelPosMHAXLMixer,
+    RoPEMHAMixer,
     SelectivePolynomialMixer,
     SummaryMixing,
     build_mixer,
@@ -28,11 +29,16 @@ FACTORIES = {
     "pom_selective": lambda **kw: SelectivePolynomialMixer(D, degree=3, expansion=2, **kw),
     "pom_frequency2": lambda **kw: FrequencyAwarePolynomialMixer(D, groups=2, **kw),
     "pom_frequency3": lambda **kw: FrequencyAwarePolynomialMixer(D, groups=3, **kw),
-    "summarymixing": lambda **kw: SummaryMixing(D, local_dim=16, summary_dim=32, **kw),
-    "summarymixing_lite": lambda **kw: SummaryMixing(D, 16, 32, mode="lite", **kw),
-    "summarymixing_fast": lambda **kw: SummaryMixing(D, 16, 32, mode="fast", **kw),
-    "summarymixing_grouped": lambda **kw: SummaryMixing(D, 16, 32, groups=4, **kw),
+    "summarymixing": lambda **kw: SummaryMixing(D, nhead=4, local_proj_hid_dim=[16], local_proj_out_dim=16,
+                                                summary_hid_dim=[32], **kw),
+    "summarymixing_lite": lambda **kw: SummaryMixing(D, nhead=4, summary_hid_dim=[32], mode="lite", **kw),
+    "summarymixing_fast": lambda **kw: SummaryMixing(D, nhead=4, local_proj_out_dim=16, mode="fast", **kw),
+    "summarymixing_deep": lambda **kw: SummaryMixing(D, nhead=2, local_proj_hid_dim=[16, 8], local_proj_out_dim=16,
+                                                     summary_hid_dim=[32, 16], **kw),
+    "summarymixing_one_head": lambda **kw: SummaryMixing(D, nhead=1, local_proj_hid_dim=[16], local_proj_out_dim=16,
+                                                         summary_hid_dim=[32], **kw),
     "relposmhaxl": lambda **kw: RelPosMHAXLMixer(D, nhead=4, **kw),
+    "ropemha": lambda **kw: RoPEMHAMixer(D, nhead=4, **kw),
     "mha": lambda **kw: MultiHeadAttentionMixer(D, nhead=4, **kw),
     "hypermixing": lambda **kw: HyperMixingMixer(D, hypernet_size=32, nhead=2, **kw),
     "fastformer": lambda **kw: Fastformer(D, nhead=4, **kw),
@@ -173,7 +179,7 @@ def test_order_free_mixers_are_permutation_equivariant(name):
         torch.testing.assert_close(mixer(x)[:, perm], mixer(x[:, perm]), atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["relposmhaxl", "hypermixing", "mamba"])
+@pytest.mark.parametrize("name", ["relposmhaxl", "ropemha", "hypermixing", "mamba"])
 def test_position_aware_mixers_are_not_permutation_equivariant(name):
     mixer = make(name)
     torch.manual_seed(3)
@@ -211,6 +217,87 @@ def test_summary_mixing_lite_is_constant_over_time():
     torch.testing.assert_close(out, out[:, :1].expand_as(out))
 
 
+def test_summary_mixing_matches_its_equation():
+    """y_t = c(dropout([f(x_t) ; mean over valid frames of s(x)])), both branches Linear+act blocks."""
+    mixer = make("summarymixing")
+    _, batch, pad = padded_pair()
+    gelu = torch.nn.functional.gelu
+    with torch.no_grad():
+        local = mixer.local_proj(batch)
+        summary = mixer.summary_proj(batch)
+        s_bar = torch.stack([summary[0, :7].mean(0), summary[1].mean(0)]).unsqueeze(1).expand(-1, 12, -1)
+        merge = mixer.merge_proj[0]
+        expected = gelu(torch.cat([local, s_bar], dim=-1) @ merge.weight.T + merge.bias)
+        torch.testing.assert_close(mixer(batch, pad)[~pad], expected[~pad])
+        lite = make("summarymixing_lite")
+        summary = lite.summary_proj(batch)
+        s_bar = torch.stack([summary[0, :7].mean(0), summary[1].mean(0)]).unsqueeze(1).expand(-1, 12, -1)
+        torch.testing.assert_close(lite(batch, pad), s_bar)  # the summary itself, no merge
+
+
+def test_summary_mixing_has_the_official_structure():
+    """Branches: len(hidden)+1 Linear+activation blocks, grouped by nhead; merge: one dense block."""
+    from pom.mixers.summary_mixing import GroupedLinear
+
+    def linears(seq):
+        return [(m.in_features, m.out_features, getattr(m, "groups", 1)) for m in seq if hasattr(m, "in_features")]
+
+    mixer = make("summarymixing_deep")
+    assert linears(mixer.local_proj) == [(D, 16, 2), (16, 8, 2), (8, 16, 2)]
+    assert linears(mixer.summary_proj) == [(D, 32, 2), (32, 16, 2), (16, D, 2)]
+    assert linears(mixer.merge_proj) == [(16 + D, D, 1)]
+    assert all(isinstance(m, torch.nn.GELU) for m in list(mixer.local_proj)[1::2] + list(mixer.merge_proj)[1::2])
+    fast = make("summarymixing_fast")
+    assert linears(fast.shared_proj) == [(D, 32, 1)] and linears(fast.merge_proj) == [(32, D, 1)]
+    assert not hasattr(fast, "local_proj") and not hasattr(fast, "summary_proj")
+    lite = make("summarymixing_lite")
+    assert not hasattr(lite, "local_proj") and not hasattr(lite, "merge_proj")
+    assert all(p.abs().sum() == 0 for n, p in mixer.named_parameters() if n.endswith("bias"))  # as the official init
+    # block-diagonal: a change in the first channel group only reaches the first output group
+    x = torch.randn(1, 3, D)
+    y = x.clone()
+    y[..., : D // 2] += 1.0
+    with torch.no_grad():
+        diff = (mixer.local_proj(x) - mixer.local_proj(y)).abs()
+    assert diff[..., 8:].max() == 0 and diff[..., :8].max() > 0
+    assert isinstance(mixer.local_proj[0], GroupedLinear)
+    assert isinstance(make("summarymixing_one_head").local_proj[0], torch.nn.Linear)
+
+
+def test_summary_mixing_parameter_count():
+    """d = 632, 8 heads, local [512] -> 512, summary [1024] -> d, merge (512 + d) -> d (the BEST-RQ config)."""
+    d, h = 632, 8
+    expected = (d * 512 // h + 512) + (512 * 512 // h + 512)  # local branch
+    expected += (d * 1024 // h + 1024) + (1024 * d // h + d)  # summary branch
+    expected += (512 + d) * d + d  # merge
+    with torch.device("meta"):
+        mixer = SummaryMixing(d, nhead=h)
+    assert sum(p.numel() for p in mixer.parameters()) == expected
+
+
+def test_summary_mixing_options_are_checked():
+    with pytest.raises(ValueError, match="divisible by nhead"):
+        SummaryMixing(D, nhead=5)
+    with pytest.raises(ValueError, match="unknown mode"):
+        SummaryMixing(D, nhead=4, mode="expdecay")
+    with pytest.raises(TypeError, match="list of hidden widths"):
+        SummaryMixing(D, 4, 16, 32)  # the former (d_model, local_dim, summary_dim) call
+    with pytest.raises(ValueError, match="rejected its options"):
+        build_mixer("summarymixing", d_model=D, local_dim=16)
+    assert SummaryMixing(D, nhead=4, mode="SummaryMixing-lite").mode == "lite"
+
+
+def test_ropemha_mixer_is_speechbrains_rope_attention():
+    mixer = make("ropemha")
+    _, batch, pad = padded_pair(garbage=1.0)
+    with torch.no_grad():
+        ref, _ = mixer.attention(batch, batch, batch, key_padding_mask=pad)
+        torch.testing.assert_close(mixer(batch, pad)[~pad], ref[~pad])
+        future = torch.ones(12, 12, dtype=torch.bool).triu(1)
+        ref, _ = mixer.attention(batch, batch, batch, attn_mask=future)
+        torch.testing.assert_close(make("ropemha", causal=True)(batch), ref)
+
+
 def test_masked_mean_ignores_non_finite_padding():
     h = torch.tensor([[[1.0], [3.0], [float("nan")]]])
     pad = torch.tensor([[False, False, True]])
@@ -224,8 +311,8 @@ def test_registry_errors_are_clear():
         build_mixer("pom", d_model=8, heads=3)
     with pytest.raises(ValueError, match="divisible by groups"):
         FrequencyAwarePolynomialMixer(10, groups=3)
-    assert set(MIXERS) >= {"relposmhaxl", "mha", "summarymixing", "pom", "pom_selective", "pom_frequency",
-                           "hypermixing", "fastformer", "mamba"}
+    assert set(MIXERS) >= {"relposmhaxl", "ropemha", "mha", "summarymixing", "pom", "pom_selective",
+                           "pom_frequency", "hypermixing", "fastformer", "mamba"}
 
 
 def test_mamba_backward_direction_ignores_padding_on_both_sides():

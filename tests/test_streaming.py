@@ -13,8 +13,8 @@ STREAMABLE = {
     "pom_power_series": lambda **kw: PolynomialMixer(D, degree=2, form="power_series", **kw),
     "pom_selective": lambda **kw: SelectivePolynomialMixer(D, **kw),
     "pom_frequency": lambda **kw: FrequencyAwarePolynomialMixer(D, groups=2, **kw),
-    "summarymixing": lambda **kw: SummaryMixing(D, 8, 12, dropout=0.0, **kw),
-    "summarymixing_lite": lambda **kw: SummaryMixing(D, 8, 12, mode="lite", dropout=0.0, **kw),
+    "summarymixing": lambda **kw: SummaryMixing(D, nhead=4, local_proj_hid_dim=[8], local_proj_out_dim=8, summary_hid_dim=[12], dropout=0.0, **kw),
+    "summarymixing_lite": lambda **kw: SummaryMixing(D, nhead=4, local_proj_hid_dim=[8], local_proj_out_dim=8, summary_hid_dim=[12], mode="lite", dropout=0.0, **kw),
 }
 CHUNKS = [3, 1, 5, 4]
 
@@ -64,7 +64,7 @@ def test_dynamic_chunks_respect_chunk_end_and_left_context(name):
     assert not torch.allclose(a[:, 3:6], b[:, 3:6])  # chunk 1 sees chunk 0
 
 
-@pytest.mark.parametrize("mixer,options", [("pom", {"degree": 2}), ("summarymixing", {"local_dim": 8, "summary_dim": 12})])
+@pytest.mark.parametrize("mixer,options", [("pom", {"degree": 2}), ("summarymixing", {"nhead": 4, "local_proj_hid_dim": [8], "local_proj_out_dim": 8, "summary_hid_dim": [12]})])
 def test_causal_encoder_streaming_equals_full_pass(mixer, options):
     torch.manual_seed(0)
     enc = MixerEncoder(20, D, 2, 32, mixer=mixer, mixer_options=options, kernel_size=5,

@@ -15,7 +15,7 @@ Example
 torch.Size([1, 4, 8])
 """
 
-from pom.mixers.attention import MultiHeadAttentionMixer, RelPosMHAXLMixer
+from pom.mixers.attention import MultiHeadAttentionMixer, RelPosMHAXLMixer, RoPEMHAMixer
 from pom.mixers.fastformer import Fastformer
 from pom.mixers.hypermixing import HyperMixingMixer
 from pom.mixers.mamba import Mamba
@@ -27,6 +27,7 @@ from pom.mixers.summary_mixing import SummaryMixing
 #: Registry of mixer names usable in YAML (``mixer: <name>``).
 MIXERS = {
     "relposmhaxl": RelPosMHAXLMixer,
+    "ropemha": RoPEMHAMixer,
     "mha": MultiHeadAttentionMixer,
     "summarymixing": SummaryMixing,
     "pom": PolynomialMixer,
@@ -67,6 +68,7 @@ __all__ = [
     "FrequencyAwarePolynomialMixer",
     "SummaryMixing",
     "RelPosMHAXLMixer",
+    "RoPEMHAMixer",
     "MultiHeadAttentionMixer",
     "HyperMixingMixer",
     "Fastformer",

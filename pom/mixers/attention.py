@@ -1,6 +1,6 @@
 """Multi-head self-attention baselines behind the common mixer interface.
 
-Both compute scaled dot-product attention over valid frames,
+All three compute scaled dot-product attention over valid frames,
 
 .. math::
 
@@ -12,6 +12,10 @@ which costs ``O(T^2)`` time and memory.
 * :class:`RelPosMHAXLMixer` wraps SpeechBrain's ``RelPosMHAXL`` (Transformer-XL
   relative positions ``r_{t-j}``, the baseline of the PoM and BEST-RQ papers).
   Its weights live in ``.attention`` with SpeechBrain's parameter names.
+* :class:`RoPEMHAMixer` wraps SpeechBrain's ``RoPEMHA`` (rotary positions:
+  no ``r``, but ``q_t`` and ``k_j`` rotated by angles proportional to ``t``
+  and ``j``, so ``q_t \\cdot k_j`` depends on ``t - j``; fused
+  ``scaled_dot_product_attention``). Its weights live in ``.attention``.
 * :class:`MultiHeadAttentionMixer` is plain MHA (no ``r``) through PyTorch's
   fused ``scaled_dot_product_attention`` (FlashAttention / memory-efficient
   kernels on GPU). Use absolute positions in the encoder with it.
@@ -26,6 +30,8 @@ Example
 >>> pad = torch.tensor([[False] * 6, [False] * 4 + [True] * 2])
 >>> RelPosMHAXLMixer(16, nhead=4)(x, pad).shape
 torch.Size([2, 6, 16])
+>>> RoPEMHAMixer(16, nhead=4)(x, pad).shape
+torch.Size([2, 6, 16])
 >>> MultiHeadAttentionMixer(16, nhead=4)(x, pad).shape
 torch.Size([2, 6, 16])
 """
@@ -33,7 +39,7 @@ torch.Size([2, 6, 16])
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from speechbrain.nnet.attention import RelPosEncXL, RelPosMHAXL
+from speechbrain.nnet.attention import RelPosEncXL, RelPosMHAXL, RoPEMHA
 
 
 def relative_position_encoder(d_model):
@@ -88,6 +94,71 @@ class RelPosMHAXLMixer(nn.Module):
             attn_mask = torch.triu(torch.ones(t, t, dtype=torch.bool, device=x.device), diagonal=1)
         return self.attention(
             x, x, x, pos_embs=pos_embs, key_padding_mask=padding_mask, attn_mask=attn_mask, return_attn_weights=False
+        )
+
+
+class RoPEMHAMixer(nn.Module):
+    """SpeechBrain's ``RoPEMHA`` (rotary position embeddings, Su et al. 2021) as a token mixer.
+
+    With ``R_t`` the block-diagonal rotation by angles ``t \\theta_i``,
+    ``\\theta_i = 10000^{-2i/d_h}``, each head computes
+
+    .. math::
+
+        y_t = \\sum_{j \\in V} \\mathrm{softmax}_j\\Big(\\frac{(R_t q_t) \\cdot (R_j k_j)}{\\sqrt{d}}\\Big) v_j,
+        \\qquad (R_t q_t) \\cdot (R_j k_j) = q_t \\cdot R_{j - t} k_j ,
+
+    so the scores depend on relative positions only (SpeechBrain scales by
+    ``1/sqrt(d_model)``, not ``1/sqrt(d_h)``; the q/k/v projection has no bias).
+    Positions count from the first frame of each utterance, so padding at the
+    end changes nothing for valid frames.
+
+    Arguments
+    ---------
+    d_model : int
+        Feature size (divisible by ``nhead``, with an even head size).
+    nhead : int
+        Number of heads.
+    dropout : float
+        Attention dropout (training only).
+    causal : bool
+        Mask future positions.
+
+    Example
+    -------
+    >>> mixer = RoPEMHAMixer(16, nhead=2, causal=True)
+    >>> x = torch.randn(1, 5, 16)
+    >>> y = x.clone()
+    >>> y[:, 3:] += 1.0
+    >>> torch.allclose(mixer(x)[:, :3], mixer(y)[:, :3], atol=1e-6)
+    True
+    """
+
+    #: Restrictions (causal, dynamic chunks) come as an attention mask.
+    accepts_attn_mask = True
+
+    def __init__(self, d_model, nhead=8, dropout=0.0, causal=False):
+        super().__init__()
+        if d_model % nhead or (d_model // nhead) % 2:
+            raise ValueError(
+                f"RoPEMHAMixer: d_model ({d_model}) must be divisible by nhead ({nhead}) into an even head size"
+            )
+        self.d_model, self.nhead, self.causal = d_model, nhead, causal
+        self.attention = RoPEMHA(embed_dim=d_model, num_heads=nhead, dropout=dropout)
+
+    def forward(self, x, padding_mask=None, attn_mask=None):
+        """Attention over ``x`` ``[B, T, d]``; ``attn_mask`` ``[T, T]`` (True = blocked) is optional."""
+        t = x.shape[1]
+        if padding_mask is not None:
+            padding_mask = padding_mask.to(device=x.device, dtype=torch.bool)
+            x = x.masked_fill(padding_mask.unsqueeze(-1), 0.0)  # even non-finite padding cannot reach a value
+        if attn_mask is not None:
+            attn_mask = attn_mask.to(device=x.device, dtype=torch.bool)
+        if self.causal:
+            future = torch.ones(t, t, dtype=torch.bool, device=x.device).triu(diagonal=1)
+            attn_mask = future if attn_mask is None else attn_mask | future
+        return self.attention(
+            x, x, x, key_padding_mask=padding_mask, attn_mask=attn_mask, return_attn_weights=False
         )
 
 
