@@ -173,7 +173,7 @@ def _is_checkpoint_dir(path):
     return os.path.isfile(os.path.join(path, "model.ckpt"))
 
 
-def find_pretrained(path):
+def find_pretrained(path, import_dir=None, **convert_options):
     """Resolves ``--pretrained_path``.
 
     Returns ``None`` for no pre-training (``none``, ``null``, empty), else a
@@ -184,6 +184,21 @@ def find_pretrained(path):
     ``save/`` folder of checkpoints (the latest complete one is used), or a
     pre-training output folder (its latest checkpoint in ``save/``, else its
     ``pretrained/`` export).
+
+    A checkpoint of SpeechBrain's BEST-RQ recipe or of the PoM authors'
+    code (see :mod:`pom.convert`) is converted into ``import_dir`` once (a
+    later call reuses the conversion while the source files are unchanged)
+    and the converted folder is returned. ``convert_options`` (``degree=``,
+    ``expansion=``) go to :func:`pom.convert.convert_checkpoint`. A
+    ``model.ckpt`` of no known layout is returned as before (loading then
+    reports what does not fit).
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` does not exist or holds no ``model.ckpt``.
+    pom.convert.CheckpointFormatError
+        A foreign checkpoint with ``import_dir=None``, or one that cannot be converted.
     """
     if path is None or str(path).strip().lower() in NO_PRETRAINING:
         return None
@@ -220,6 +235,21 @@ def find_pretrained(path):
         config = next(
             (p for p in (os.path.join(os.path.dirname(chosen), "encoder_config.json"),) if os.path.isfile(p)), None
         )
+    if config is None:  # no configuration beside it: ours without one, or another code's checkpoint
+        from pom import convert
+
+        try:
+            fmt = convert.detect_format(chosen)
+        except convert.CheckpointFormatError:
+            fmt = None  # no known layout: loading reports the mismatch, as for ours without a configuration
+        if fmt not in (None, convert.OURS):
+            if import_dir is None:
+                raise convert.CheckpointFormatError(
+                    f"pretrained_path {chosen} is a {convert.FORMAT_NAMES[fmt]}: give an import folder to convert "
+                    "it into (find_pretrained(..., import_dir=...)), or convert it first with python -m pom.convert"
+                )
+            converted = convert.convert_checkpoint(chosen, import_dir, overwrite=True, **convert_options)
+            return find_pretrained(converted)
     return {
         "dir": chosen,
         "model": os.path.join(chosen, "model.ckpt"),
@@ -249,17 +279,12 @@ def check_pretrained_config(found, encoder_config, hparams_name="the fine-tuning
         logger.warning(f"No encoder_config.json for {found['dir']}: only tensor shapes are checked")
         return 0
     saved = EncoderConfig.read(found["config"])
-    keys = sorted(set(saved) | set(encoder_config.config))
-    diffs = [
-        f"{k}: {saved.get(k)!r} (checkpoint) != {encoder_config.config.get(k)!r} ({hparams_name})"
-        for k in keys
-        if saved.get(k) != encoder_config.config.get(k)
-    ]
+    diffs = EncoderConfig.differences(saved, encoder_config.config, ("checkpoint", hparams_name))
     if diffs:
         raise PretrainedMismatchError(
             f"the pre-trained encoder in {found['dir']} does not match {hparams_name}: " + "; ".join(diffs)
         )
-    return len(keys)
+    return len(set(saved) | set(encoder_config.config))
 
 
 def load_pretrained(found, pt_model, normalize, encoder_config, collect_in, hparams_name="the fine-tuning YAML"):
