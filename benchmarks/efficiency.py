@@ -65,11 +65,13 @@ N_MELS = 80
 #: (CNN + encoder 89.3 M with RelPosMHAXL).
 MODELS = {
     "relposmhaxl": dict(d_model=576, mixer="relposmhaxl", mixer_options={"nhead": 8, "dropout": 0.1}, positional_encoding=None),
-    "mha": dict(d_model=592, mixer="mha", mixer_options={"nhead": 8, "dropout": 0.1}, positional_encoding="fixed_abs_sine"),
+    "ropemha": dict(d_model=576, mixer="ropemha", mixer_options={"nhead": 8, "dropout": 0.1}, positional_encoding=None),
+    "mha": dict(d_model=576, mixer="mha", mixer_options={"nhead": 8, "dropout": 0.1}, positional_encoding="fixed_abs_sine"),
     "summarymixing": dict(
-        d_model=568,
+        d_model=632,
         mixer="summarymixing",
-        mixer_options={"local_dim": 512, "summary_dim": 1024, "mode": "full"},
+        mixer_options={"nhead": 8, "local_proj_hid_dim": [512], "local_proj_out_dim": 512,
+                       "summary_hid_dim": [1024], "mode": "full"},
         positional_encoding="fixed_abs_sine",
     ),
     "pom": dict(d_model=488, mixer="pom", mixer_options={"degree": 2, "expansion": 2}, positional_encoding="fixed_abs_sine"),
@@ -112,7 +114,8 @@ MODELS = {
 }
 #: which hparams/pretrain file builds which benchmark model (chunked, fused = same file, switched)
 HPARAMS_FILES = {
-    "relposmhaxl": ["relposmhaxl.yaml", "base.yaml"],
+    "relposmhaxl": ["relposmhaxl.yaml"],
+    "ropemha": ["ropemha.yaml"],
     "mha": ["mha.yaml"],
     "summarymixing": ["summarymixing.yaml"],
     "pom": ["pom.yaml"],

@@ -167,6 +167,25 @@ def module_fingerprint(*modules):
     return digest.hexdigest()[:16]
 
 
+def statistics_fingerprint(normalize):
+    """SHA-256 (first 16 hex digits) of the global statistics of a SpeechBrain
+    ``InputNormalization`` (count, mean, std), which are not in its state dict.
+
+    Example
+    -------
+    >>> from speechbrain.processing.features import InputNormalization
+    >>> norm = InputNormalization(norm_type="global")
+    >>> before = statistics_fingerprint(norm)
+    >>> _ = norm(torch.randn(2, 5, 3), torch.ones(2))
+    >>> statistics_fingerprint(norm) != before
+    True
+    """
+    digest = hashlib.sha256(str(int(normalize.count)).encode())
+    for tensor in (normalize.glob_mean, normalize.glob_std):
+        digest.update(tensor.detach().cpu().float().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 class KillSafeCheckpointer(Checkpointer):
     """SpeechBrain's ``Checkpointer`` whose checkpoints appear atomically.
 
@@ -270,11 +289,35 @@ class EncoderConfig:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
 
+    #: Mixer options that change training, not the weights (a fine-tuning may use another value).
+    TRAINING_ONLY_OPTIONS = ("dropout",)
+
+    @classmethod
+    def differences(cls, saved, current, labels=("saved", "here")):
+        """``"key: a (saved) != b (here)"`` for every architecture key that
+        differs (mixer options such as ``dropout`` are not compared).
+
+        Example
+        -------
+        >>> EncoderConfig.differences({"d_model": 8, "mixer_options": {"nhead": 2, "dropout": 0.1}},
+        ...                           {"d_model": 8, "mixer_options": {"nhead": 2, "dropout": 0.0}})
+        []
+        """
+
+        def architecture(config):
+            config = dict(config)
+            if isinstance(config.get("mixer_options"), dict):
+                config["mixer_options"] = {k: v for k, v in config["mixer_options"].items()
+                                           if k not in cls.TRAINING_ONLY_OPTIONS}
+            return config
+
+        saved, current = architecture(saved), architecture(current)
+        return [f"{k}: {saved.get(k)!r} ({labels[0]}) != {current.get(k)!r} ({labels[1]})"
+                for k in sorted(set(saved) | set(current)) if saved.get(k) != current.get(k)]
+
     def check(self, saved, source="the checkpoint"):
-        """Raises :class:`EncoderConfigMismatch` if the keys of ``saved`` differ."""
-        keys = sorted(set(saved) | set(self.config))
-        diffs = [f"{k}: {saved.get(k)!r} (saved) != {self.config.get(k)!r} (here)" for k in keys
-                 if saved.get(k) != self.config.get(k)]
+        """Raises :class:`EncoderConfigMismatch` if the architecture in ``saved`` differs."""
+        diffs = self.differences(saved, self.config)
         if diffs:
             raise EncoderConfigMismatch(
                 f"The encoder in {source} does not match this configuration: " + "; ".join(diffs)
@@ -301,12 +344,17 @@ def _merge(into, update):
 
 
 def resolve_hparams_file(hparams_file, overrides=""):
-    """Merges a per-mixer YAML over its ``base:`` file.
+    """Merges a per-run YAML over its ``base:`` file(s).
 
-    A YAML file whose top level has ``base: <path>`` (relative to the file) is
-    an *overlay*: its other keys override that base file (nested mappings such
-    as ``mixer_options`` are merged key by key), and the command-line
-    ``overrides`` override both. Overrides must name keys of the base file.
+    A YAML file whose top level has ``base: <path>`` or ``base: [<path>, ...]``
+    (relative to the file) is an *overlay*. The first path is the full
+    hyperpyyaml file; the next ones (e.g. ``../encoders/pom.yaml``, the one
+    description of an encoder that both stages read) are plain key: value
+    overlays merged over it in order; the file's other keys come next, and the
+    command-line ``overrides`` last. If the base file has an ``experiment_name``
+    key, it defaults to the overlay's file name (``pom_large.yaml`` ->
+    ``pom_large``), so that every experiment file has its own output folder. Nested mappings such as ``mixer_options``
+    are merged key by key. Overrides must name keys of the base file.
 
     Returns ``(yaml_path, overrides)`` to pass to ``load_hyperpyyaml``: the
     base file and the merged overrides (a dict, tags such as ``!ref`` kept).
@@ -318,8 +366,9 @@ def resolve_hparams_file(hparams_file, overrides=""):
     >>> d = tempfile.mkdtemp()
     >>> _ = open(os.path.join(d, "base.yaml"), "w").write(
     ...     "d_model: 8\\nlr: 0.1\\nmixer_options: {}\\nd_ffn: !ref <d_model> * 2\\n")
+    >>> _ = open(os.path.join(d, "enc.yaml"), "w").write("d_model: 4\\nmixer_options: {degree: 2}\\n")
     >>> _ = open(os.path.join(d, "pom.yaml"), "w").write(
-    ...     "base: base.yaml\\nd_model: 4\\nmixer_options: {degree: 2, expansion: 2}\\n")
+    ...     "base: [base.yaml, enc.yaml]\\nmixer_options: {expansion: 2}\\n")
     >>> path, merged = resolve_hparams_file(os.path.join(d, "pom.yaml"), "mixer_options: {degree: 3}")
     >>> os.path.basename(path), dict(merged["mixer_options"])
     ('base.yaml', {'degree': 3, 'expansion': 2})
@@ -327,23 +376,38 @@ def resolve_hparams_file(hparams_file, overrides=""):
     >>> h["d_model"], h["d_ffn"], h["lr"]
     (4, 8, 0.5)
     """
-    yaml = YAML()
+    overlay = _read_yaml(hparams_file)
     try:
-        with open(hparams_file, encoding="utf-8") as f:
-            overlay = yaml.load(f) or {}
-    except YAMLError as err:
-        raise ValueError(f"{hparams_file} is not valid YAML: {getattr(err, 'problem', None) or err}") from None
-    try:
-        cli = yaml.load(overrides) if isinstance(overrides, str) and overrides.strip() else (overrides or {})
+        cli = YAML().load(overrides) if isinstance(overrides, str) and overrides.strip() else (overrides or {})
     except YAMLError as err:
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         raise ValueError(f"command-line overrides: {problem} (give each --option once, as --key=value)") from None
     if not isinstance(overlay, dict) or "base" not in overlay:
         return hparams_file, cli
-    base = os.path.join(os.path.dirname(os.path.abspath(hparams_file)), str(overlay.pop("base")))
-    if not os.path.isfile(base):
-        raise FileNotFoundError(f"{hparams_file}: its base file {base} does not exist")
-    return base, _merge(overlay, cli)
+    bases = overlay.pop("base")
+    bases = [bases] if isinstance(bases, str) else list(bases)
+    folder = os.path.dirname(os.path.abspath(hparams_file))
+    paths = [os.path.normpath(os.path.join(folder, str(b))) for b in bases]
+    for path in paths:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{hparams_file}: its base file {path} does not exist")
+    merged = {}
+    if "experiment_name" in _read_yaml(paths[0]):  # named after the file unless set
+        merged["experiment_name"] = os.path.splitext(os.path.basename(hparams_file))[0]
+    for path in paths[1:]:
+        layer = _read_yaml(path)
+        if not isinstance(layer, dict) or "base" in layer:
+            raise ValueError(f"{path} (a base of {hparams_file}) must be a plain key: value overlay without base:")
+        _merge(merged, layer)
+    return paths[0], _merge(_merge(merged, overlay), cli)
+
+
+def _read_yaml(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return YAML().load(f) or {}
+    except YAMLError as err:
+        raise ValueError(f"{path} is not valid YAML: {getattr(err, 'problem', None) or err}") from None
 
 
 def load_hparams(hparams_file, overrides=""):

@@ -16,6 +16,14 @@ The small sizes are command-line overrides of the real YAML files
 
     python -m pom.demo [--out results/demo] [--hours 8] [--compare-random] [--no-lm]
 
+``--mixers pom relposmhaxl summarymixing`` (any registry names) runs the same
+pipeline for each mixer on one shared corpus and LM, each encoder
+parameter-matched to the demo's PoM (its ``d_model`` chosen so that CNN +
+encoder have as many weights, with the small branch sizes of
+:data:`DEMO_MIXER_OPTIONS`), and prints the paper's table in miniature: WER and
+CER per split with and without the LM, pre-training and fine-tuning time, peak
+memory and parameters. Outputs then go to ``<out>/<mixer>/``.
+
 ``--compare-random`` also fine-tunes the same model from a random encoder
 (same settings and seed), the comparison the test suite makes.
 
@@ -33,7 +41,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRETRAIN_SCRIPT = os.path.join(ROOT, "recipes", "LibriSpeech", "pretrain", "train.py")
 FINETUNE_SCRIPT = os.path.join(ROOT, "recipes", "LibriSpeech", "finetune", "train.py")
-MIXER = "pom"
+MIXER = "pom"  # the mixer of plain `make demo`
 
 #: Encoder sizes, shared by both stages (a checkpoint only loads into the same sizes).
 MODEL = {
@@ -51,7 +59,7 @@ PRETRAIN = {
     "num_workers": 0,
     "max_batch_len": 30,
     "train_num_buckets": 20,
-    "grad_accumulation_factor": 1,
+    "global_batch_seconds": 30,  # = max_batch_len: no gradient accumulation
     "lr": 0.002,
     "warmup_steps": 150,
     "optimizer_step_limit": 1000,
@@ -81,6 +89,16 @@ FINETUNE = {
     "beam_size": 10,
     "ckpt_interval_minutes": 0,
 }
+#: Mixer options at demo size, for mixers whose full-size options are widths
+#: (SummaryMixing's branches, HyperMixing's hypernetwork): the ratios of the
+#: full-size models to their d_model, at the demo's d_model.
+DEMO_MIXER_OPTIONS = {
+    "summarymixing": {"local_proj_hid_dim": [128], "local_proj_out_dim": 128, "summary_hid_dim": [256]},
+    "hypermixing": {"hypernet_size": 448},
+}
+#: d_model candidates when parameter-matching another mixer to the demo's PoM
+D_MODEL_CANDIDATES = range(48, 321, 8)
+
 #: Test-time decoding with the n-gram LM (alpha and beta chosen on the synthetic dev-clean).
 LM = {
     "test_decoding": "beam",
@@ -125,13 +143,123 @@ def overrides(*dicts):
 
 def run_stage(title, command, threads=1):
     """Runs one stage as a subprocess with ``threads`` CPU threads; returns its
-    duration in seconds."""
+    duration in seconds and its peak resident memory in MiB."""
     print(f"\n=== {title}\n$ OMP_NUM_THREADS={threads} {' '.join(command)}", flush=True)
     start = time.time()
-    result = subprocess.run(command, cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS=str(threads)))
-    if result.returncode != 0:
-        sys.exit(f"Error: '{title}' failed (exit status {result.returncode})")
-    return time.time() - start
+    proc = subprocess.Popen(command, cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS=str(threads)))
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        sys.exit(f"Error: '{title}' failed (exit status {proc.returncode})")
+    return time.time() - start, usage.ru_maxrss / 1024  # ru_maxrss: KiB on Linux
+
+
+def encoder_parameters(mixer, model, mixer_options=None):
+    """CNN + encoder parameters of ``hparams/pretrain/<mixer>.yaml`` at the demo's
+    sizes ``model`` (built on the meta device: no memory)."""
+    import tempfile
+
+    import torch
+
+    from pom.bestrq import load_hparams
+
+    changes = dict(model, data_folder=tempfile.gettempdir(), output_folder=tempfile.gettempdir())
+    if mixer_options:
+        changes["mixer_options"] = mixer_options
+    text = "\n".join(f"{k}: {v}" for k, v in changes.items())
+    with torch.device("meta"):
+        hp = load_hparams(os.path.join(ROOT, "hparams", "pretrain", f"{mixer}.yaml"), text)
+    return sum(p.numel() for m in (hp["CNN"], hp["encoder"]) for p in m.parameters())
+
+
+def matched_model(mixer, model, reference=MIXER):
+    """The demo's encoder sizes for ``mixer``: ``model`` with the ``d_model``
+    (a multiple of 8) whose CNN + encoder parameter count is closest to the
+    ``reference`` mixer's at ``model``; returns ``(sizes, mixer options, count)``.
+
+    Example
+    -------
+    >>> sizes, options, count = matched_model("pom", MODEL)
+    >>> sizes["d_model"] == MODEL["d_model"], options
+    (True, {})
+    """
+    options = DEMO_MIXER_OPTIONS.get(mixer, {})
+    target = encoder_parameters(reference, model)
+    if mixer == reference:
+        return dict(model), options, target
+    counts = {}
+    for d in D_MODEL_CANDIDATES:
+        try:
+            counts[d] = encoder_parameters(mixer, dict(model, d_model=d), options)
+        except ValueError:  # a size the mixer refuses (e.g. RoPE needs an even head size)
+            continue
+    best = min(counts, key=lambda d: abs(counts[d] - target))
+    return dict(model, d_model=best), options, counts[best]
+
+
+def run_mixer(mixer, args, data, out, sizes, options, lm_path, parse):
+    """Pre-trains, fine-tunes (and LM-decodes) one mixer; returns its record."""
+    python = sys.executable
+    seed = {"seed": 1000 + args.seed}
+    model = dict(sizes)
+    if options:
+        model["mixer_options"] = "{" + ", ".join(f"{k}: {v}" for k, v in options.items()) + "}"
+    record = {"times_s": {}, "peak_MiB": {}, "runs": []}
+    pretrain_dir = os.path.join(out, "pretrain")
+    record["times_s"]["pretrain"], record["peak_MiB"]["pretrain"] = run_stage(
+        f"BEST-RQ pre-training of a small {mixer} encoder (all training splits)",
+        [python, PRETRAIN_SCRIPT, os.path.join(ROOT, "hparams", "pretrain", f"{mixer}.yaml"),
+         f"--data_folder={data}", f"--output_folder={pretrain_dir}",
+         *overrides(seed, model, PRETRAIN, parse(args.pretrain))],
+        args.threads,
+    )  # fmt: skip
+    runs = [("finetune", pretrain_dir)]
+    if args.compare_random:
+        runs.append(("finetune_random_init", "none"))
+    for name, pretrained in runs:
+        command = [
+            python, FINETUNE_SCRIPT, os.path.join(ROOT, "hparams", "finetune", f"{mixer}.yaml"),
+            f"--data_folder={data}", f"--output_folder={os.path.join(out, name)}", f"--pretrained_path={pretrained}",
+        ]  # fmt: skip
+        record["times_s"][name], record["peak_MiB"][name] = run_stage(
+            f"CTC fine-tuning of {mixer} on train-clean-100 + evaluation ({name}, pretrained_path={pretrained})",
+            command + overrides(seed, model, FINETUNE, parse(args.finetune)),
+            args.threads,
+        )
+        record["runs"].append(os.path.join(out, name))
+        if name == "finetune" and lm_path:
+            lm_overrides = dict(LM, kenlm_model_path=lm_path, results_file=os.path.join(out, name, "results_lm.json"))
+            record["times_s"]["lm_decoding"], _ = run_stage(
+                f"decoding dev/test again with the LM ({mixer}; training is complete, only the test runs)",
+                command + overrides(seed, model, FINETUNE, parse(args.finetune), lm_overrides),
+                args.threads,
+            )
+    record["pretrain_dir"] = pretrain_dir
+    return record
+
+
+def comparison_table(records):
+    """The paper's table in miniature: one row per mixer (Markdown)."""
+    from pom.results import find_runs
+
+    header = ["mixer", "params (M)", "pre-training (min)", "fine-tuning (min)", "peak memory (MiB)"]
+    splits = ("dev-clean", "dev-other", "test-clean", "test-other")
+    header += [f"{split} WER / CER" for split in splits] + [f"{split} +LM WER" for split in ("test-clean", "test-other")]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for mixer, record in records.items():
+        results = dict((("lm" if r.get("lm") else "plain"), r) for _, r in find_runs([record["runs"][0]]))
+        plain, lm = results.get("plain", {}).get("splits", {}), results.get("lm", {}).get("splits", {})
+        cells = [
+            mixer, f"{record['params'] / 1e6:.2f}", f"{record['times_s']['pretrain'] / 60:.1f}",
+            f"{record['times_s']['finetune'] / 60:.1f}", f"{max(record['peak_MiB'].values()):.0f}",
+        ]  # fmt: skip
+        for split in splits:
+            m = plain.get(split, {})
+            cells.append(f"{m['WER']:.1f} / {m['CER']:.1f}" if m else "-")
+        for split in ("test-clean", "test-other"):
+            cells.append(f"{lm[split]['WER']:.1f}" if split in lm else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def main(argv=None):
@@ -144,6 +272,11 @@ def main(argv=None):
         help="CPU threads per training process (default: the cores available, at most 4; on a machine "
         "shared with other jobs use fewer, as oversubscribed cores run several times slower)",
     )  # fmt: skip
+    parser.add_argument(
+        "--mixers", nargs="+", default=[MIXER], metavar="NAME",
+        help="mixers to compare (registry names, e.g. pom relposmhaxl summarymixing), each parameter-matched "
+        f"to the demo's {MIXER}; default: {MIXER} alone",
+    )  # fmt: skip
     parser.add_argument("--compare-random", action="store_true", help="also fine-tune from a random encoder")
     parser.add_argument("--no-lm", action="store_true", help="skip the n-gram LM and the decoding with it")
     parser.add_argument("--pretrain", nargs="*", default=[], metavar="KEY=VALUE", help="extra pre-training overrides")
@@ -151,13 +284,18 @@ def main(argv=None):
     parser.add_argument("--model", nargs="*", default=[], metavar="KEY=VALUE", help="extra encoder-size overrides (both stages)")
     args = parser.parse_args(argv)
 
+    from pom.mixers import MIXERS
+
+    unknown = [m for m in args.mixers if m not in MIXERS]
+    if unknown:
+        parser.error(f"unknown mixer(s) {', '.join(unknown)}; known: {', '.join(sorted(MIXERS))}")
+
     def parse(pairs):
         return dict(pair.split("=", 1) for pair in pairs)
 
     model = dict(MODEL, **parse(args.model))
     out = os.path.abspath(args.out)
     os.makedirs(out, exist_ok=True)
-    python = sys.executable
     times = {}
     start = time.time()
 
@@ -168,78 +306,68 @@ def main(argv=None):
     data = make_synthetic_librispeech(os.path.join(out, "corpus"), hours=args.hours, seed=args.seed)
     times["corpus"] = time.time() - t0
 
-    seed = {"seed": 1000 + args.seed}
-    pretrain_dir = os.path.join(out, "pretrain")
-    times["pretrain"] = run_stage(
-        "2/5 BEST-RQ pre-training of a small PoM encoder (all training splits)",
-        [python, PRETRAIN_SCRIPT, os.path.join(ROOT, "hparams", "pretrain", f"{MIXER}.yaml"),
-         f"--data_folder={data}", f"--output_folder={pretrain_dir}",
-         *overrides(seed, model, PRETRAIN, parse(args.pretrain))],
-        args.threads,
-    )  # fmt: skip
-
-    runs = [("finetune", pretrain_dir)]
-    if args.compare_random:
-        runs.append(("finetune_random_init", "none"))
-    finetune_args = {}
-    for name, pretrained in runs:
-        finetune_args[name] = [
-            python, FINETUNE_SCRIPT, os.path.join(ROOT, "hparams", "finetune", f"{MIXER}.yaml"),
-            f"--data_folder={data}", f"--output_folder={os.path.join(out, name)}", f"--pretrained_path={pretrained}",
-        ]  # fmt: skip
-        times[name] = run_stage(
-            f"3/5 CTC fine-tuning on train-clean-100 + evaluation ({name}, pretrained_path={pretrained})",
-            finetune_args[name] + overrides(seed, model, FINETUNE, parse(args.finetune)),
-            args.threads,
-        )
-
-    use_lm = not args.no_lm and lm_available()
-    if use_lm:
+    lm_path = None
+    if not args.no_lm and lm_available():
         from pom.lm import build_lm
 
         lm_path = os.path.join(out, "lm", f"{LM_ORDER}-gram.arpa")
         train_splits = ["train-clean-100", "train-clean-360", "train-other-500"]
-        print(f"\n=== 4/5 word {LM_ORDER}-gram LM from the training transcripts ({', '.join(train_splits)})")
+        print(f"\n=== 2/5 word {LM_ORDER}-gram LM from the training transcripts ({', '.join(train_splits)})")
         t0 = time.time()
         counts = build_lm(data, train_splits, lm_path, order=LM_ORDER)
         print(f"{lm_path}: " + ", ".join(f"{n}-grams {c}" for n, c in counts.items()))
-        name = runs[0][0]
-        lm_overrides = dict(LM, kenlm_model_path=lm_path, results_file=os.path.join(out, name, "results_lm.json"))
-        run_stage(
-            f"4/5 decoding dev/test again with the LM ({name}; training is complete, only the test runs)",
-            finetune_args[name] + overrides(seed, model, FINETUNE, parse(args.finetune), lm_overrides),
-            args.threads,
-        )
         times["lm"] = time.time() - t0
     elif not args.no_lm:
-        print("\n=== 4/5 skipped: no n-gram LM decoding (pip install kenlm pygtrie to enable it)")
+        print("\n=== 2/5 no n-gram LM decoding (pip install kenlm pygtrie to enable it)")
+
+    records = {}
+    for mixer in args.mixers:
+        sizes, options, params = matched_model(mixer, model)
+        print(f"\n=== 3-4/5 {mixer}: d_model {sizes['d_model']}, CNN + encoder {params / 1e6:.2f} M parameters"
+              + (f", mixer options {options}" if options else ""), flush=True)
+        folder = out if len(args.mixers) == 1 else os.path.join(out, mixer)
+        records[mixer] = run_mixer(mixer, args, data, folder, sizes, options, lm_path, parse)
+        records[mixer].update(params=params, d_model=int(sizes["d_model"]), mixer_options=options)
+        for stage, seconds in records[mixer]["times_s"].items():
+            times[stage if len(args.mixers) == 1 else f"{mixer} {stage}"] = seconds
 
     from pom.results import find_runs, table_rows, to_csv, to_markdown
 
-    found = find_runs([os.path.join(out, name) for name, _ in runs])
+    found = find_runs([run for record in records.values() for run in record["runs"]])
     print("\n=== 5/5 results on the synthetic corpus (unseen speakers and sentences)\n")
     for metric in ("WER", "CER"):
         rows = table_rows(found, metric)
         print(f"{metric} (%)\n\n{to_markdown(rows)}\n")
     print(to_csv(table_rows(found, "WER")))
+    if len(records) > 1:
+        print("The paper's comparison in miniature (parameter-matched encoders, one shared corpus and LM):\n")
+        print(comparison_table(records) + "\n")
     times["total"] = time.time() - start
-    summary = {"times_s": {k: round(v, 1) for k, v in times.items()}, "hours": args.hours,
-               "results": {os.path.basename(folder) + (" +LM" if r.get("lm") else ""): r["splits"] for folder, r in found}}  # fmt: skip
+    summary = {
+        "times_s": {k: round(v, 1) for k, v in times.items()}, "hours": args.hours,
+        "results": {os.path.relpath(folder, out) + (" +LM" if r.get("lm") else ""): r["splits"] for folder, r in found},
+        "mixers": {m: {k: r[k] for k in ("params", "d_model", "mixer_options", "times_s", "peak_MiB")}
+                   for m, r in records.items()},
+    }  # fmt: skip
     with open(os.path.join(out, "demo_summary.json"), "w", encoding="utf-8") as f:
         json.dump(summary, f, indent=2)
     print("Stage times: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in times.items()))
-    print(f"Outputs:\n  corpus       {data}\n  pre-training {pretrain_dir}  (pretrained/: the exported encoder)")
-    for name, _ in runs:
-        print(f"  fine-tuning  {os.path.join(out, name)}  (results.json, wer_<split>.txt, train_log.txt)")
-    if use_lm:
-        print(f"  LM           {lm_path}  (results_lm.json, wer_<split>_lm.txt in {os.path.join(out, runs[0][0])})")
+    print(f"Outputs:\n  corpus       {data}")
+    for mixer, record in records.items():
+        print(f"  pre-training {record['pretrain_dir']}  (pretrained/: the exported encoder)")
+        for run in record["runs"]:
+            print(f"  fine-tuning  {run}  (results.json, wer_<split>.txt, train_log.txt"
+                  + (", results_lm.json)" if lm_path and run.endswith("finetune") else ")"))
+    if lm_path:
+        print(f"  LM           {lm_path}")
     print(f"  summary      {os.path.join(out, 'demo_summary.json')}")
     some_file = next(
         (os.path.join(r, n) for r, _, ns in sorted(os.walk(os.path.join(data, "test-clean"))) for n in sorted(ns) if n.endswith(".flac")),
         None,
     )
     if some_file:
-        print(f"Transcribe: python -m pom.transcribe --model {os.path.join(out, 'finetune')} {some_file}")
+        first = next(iter(records.values()))["runs"][0]
+        print(f"Transcribe: python -m pom.transcribe --model {first} {some_file}")
     return 0
 
 

@@ -35,28 +35,12 @@ import json
 import os
 import sys
 
+from pom.paper import PAPER_ROWS, SOURCES, commands
+
 SPLITS = ("dev-clean", "dev-other", "test-clean", "test-other")
 RESULTS_FILE = "results.json"
 
-#: Published WER of the PoM paper (Feillet et al., ICASSP 2026), CTC fine-tuning
-#: on train-clean-100 of ~95 M BEST-RQ encoders: test-clean and test-other,
-#: without and with the LibriSpeech 4-gram LM. Rows marked (*) are quoted by
-#: the paper from Whetten et al. (2024).
-PAPER_WER = (
-    # model, size, test-clean, test-clean + LM, test-other, test-other + LM
-    ("RelPosMHA", "~95 M", 7.96, 4.89, 17.61, 12.13),
-    ("RoPE MHA", "~95 M", 8.06, 4.90, 17.53, 11.98),
-    ("regular MHA", "~95 M", 8.59, 5.37, 19.44, 13.47),
-    ("PoM", "~95 M", 8.31, 5.42, 19.06, 13.62),
-    ("SummaryMixing", "~95 M", 9.79, 5.93, 22.80, 15.84),
-    ("Mamba (*)", "~95 M", 7.61, 5.50, 19.97, 15.37),
-    ("HyperConformer (*)", "~95 M", 8.22, 5.77, 19.29, 15.03),
-    ("FastFormer (*)", "~95 M", 9.32, 6.82, 22.75, 17.95),
-    ("RelPosMHA", "~315 M", 4.92, 3.49, 10.78, 8.09),
-    ("PoM", "~315 M", 6.28, 4.52, 14.86, 11.33),
-    ("SummaryMixing", "~315 M", 7.35, 4.85, 17.60, 12.97),
-)
-PAPER_COLUMNS = ("model", "size", "test-clean", "test-clean +LM", "test-other", "test-other +LM")
+PAPER_COLUMNS = ("model", "size", "test-clean", "test-clean +LM", "test-other", "test-other +LM", "experiment")
 
 
 def find_runs(paths):
@@ -90,14 +74,17 @@ def find_runs(paths):
 
 
 def run_label(result):
-    """Row name: the mixer, marked when the run had no pre-training or an LM.
+    """Row name: the experiment (else the mixer), marked when the run had no
+    pre-training or an LM.
 
     Example
     -------
     >>> run_label({"mixer": "pom", "pretrained": None, "lm": "4gram.arpa"})
     'pom (no pre-training) +LM'
+    >>> run_label({"experiment": "pom_large", "mixer": "pom", "pretrained": "x"})
+    'pom_large'
     """
-    label = str(result.get("mixer", "?"))
+    label = str(result.get("experiment") or result.get("mixer", "?"))
     if not result.get("pretrained"):
         label += " (no pre-training)"
     if result.get("lm"):
@@ -151,8 +138,23 @@ def to_csv(rows, header=("model", "params_M", *SPLITS)):
 
 
 def paper_rows():
-    """The published table (:data:`PAPER_WER`) as rows."""
-    return [list(row) for row in PAPER_WER]
+    """The published table (:data:`pom.paper.PAPER_ROWS`) as rows, with the
+    experiment that reproduces each."""
+    return [[r.model, r.size, *r.published, r.experiment] for r in PAPER_ROWS]
+
+
+def paper_commands():
+    """Markdown: for every published row, its experiment, parameters here,
+    the source of its settings and the commands that reproduce it."""
+    lines = []
+    for row in PAPER_ROWS:
+        pretrain, finetune, lm_test = commands(row)
+        note = f"; {row.note}" if row.note else ""
+        lines += [
+            f"* **{row.model}, {row.size}** ({row.params_m:.1f} M here{note}); settings: {SOURCES[row.source]}",
+            f"    {pretrain}", f"    {finetune}", f"    {lm_test}",
+        ]
+    return "\n".join(lines)
 
 
 def main(argv=None):
@@ -164,7 +166,8 @@ def main(argv=None):
     parser.add_argument("runs", nargs="*", help="fine-tuning output folders (or folders holding them, or results.json files)")
     parser.add_argument("--metric", choices=("WER", "CER"), default="WER", help="error rate to show (default WER)")
     parser.add_argument("--format", choices=("both", "markdown", "csv"), default="both", help="output format")
-    parser.add_argument("--paper", action="store_true", help="also print the paper's published WER (test sets, ~95 M and ~315 M)")
+    parser.add_argument("--paper", action="store_true",
+                        help="also print the paper's published WER (~95 M and ~315 M) and the commands that reproduce every row")
     args = parser.parse_args(argv)
     if not args.runs and not args.paper:
         parser.error("give fine-tuning output folders, or --paper")
@@ -186,6 +189,8 @@ def main(argv=None):
                 "Published WER (%), CTC fine-tuning on train-clean-100 (Feillet et al., ICASSP 2026; "
                 "(*) from Whetten et al., 2024)\n\n" + to_markdown(paper_rows(), PAPER_COLUMNS)
             )
+            blocks.append("Commands ($LS: your LibriSpeech folder; 4-gram.arpa: openslr.org/11)\n\n"
+                          + paper_commands())
         if args.format in ("both", "csv"):
             blocks.append(to_csv(paper_rows(), [c.replace(" ", "_") for c in PAPER_COLUMNS]).rstrip("\n"))
     print("\n\n".join(blocks))

@@ -28,7 +28,7 @@ TINY_PRETRAIN = [
     "--warmup_steps=5",
     "--avoid_if_shorter_than=0.5",
     "--cb_vocab=64",
-    "--grad_accumulation_factor=1",
+    "--global_batch_seconds=40",
     "--ckpt_interval_minutes=0",
     "--log_interval=5",
 ]
@@ -37,6 +37,7 @@ TINY_FINETUNE = [
     "--num_workers=0",
     "--dnn_neurons=32",
     "--batch_size=8",
+    "--global_batch_size=8",
     "--sorting=random",
     "--lr=0.003",
     "--lr_encoder=0.001",

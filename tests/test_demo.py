@@ -55,3 +55,30 @@ def test_pretraining_beats_random_initialisation(short_demo):
     with open(short_demo / "demo_summary.json", encoding="utf-8") as f:
         results = json.load(f)["results"]
     assert results["finetune"]["test-clean"]["CER"] < results["finetune_random_init"]["test-clean"]["CER"]
+
+
+def test_several_mixers_share_the_corpus_and_are_parameter_matched(tmp_path, capsys):
+    """--mixers: the same small pipeline per mixer on one corpus, encoders matched
+    to the demo's PoM, and the comparison table (time, memory, parameters, WER)."""
+    out = tmp_path / "compare"
+    tiny = [
+        "--hours", "0.3", "--no-lm", "--mixers", "pom", "mha",
+        "--model", "d_model=64", "num_layers=1", "d_ffn=128",
+        "--pretrain", "optimizer_step_limit=20", "warmup_steps=10",
+        "--finetune", "number_of_epochs=1", "max_batch_len=10", "test_decoding=greedy", "test_splits=[test-clean]",
+    ]  # fmt: skip
+    assert demo.main(["--out", str(out), *tiny]) == 0
+    printed = capsys.readouterr().out
+    assert "The paper's comparison in miniature" in printed
+    with open(out / "demo_summary.json", encoding="utf-8") as f:
+        mixers = json.load(f)["mixers"]
+    assert set(mixers) == {"pom", "mha"}
+    assert abs(mixers["mha"]["params"] / mixers["pom"]["params"] - 1) < 0.05  # parameter-matched
+    assert mixers["pom"]["d_model"] == 64 and mixers["mha"]["d_model"] != 64
+    for name, record in mixers.items():
+        assert (out / name / "pretrain" / "pretrained" / "model.ckpt").is_file()
+        with open(out / name / "finetune" / "results.json", encoding="utf-8") as f:
+            result = json.load(f)
+        assert result["mixer"] == name and result["d_model"] == record["d_model"]
+        assert record["times_s"]["pretrain"] > 0 and record["peak_MiB"]["finetune"] > 50
+        assert f"| {name} | {record['params'] / 1e6:.2f} |" in printed

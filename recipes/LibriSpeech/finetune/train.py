@@ -9,18 +9,22 @@ One GPU (or CPU)::
         --data_folder=/path/to/LibriSpeech \\
         --pretrained_path=results/pretrain/pom/1000
 
-Several GPUs (SpeechBrain's DDP; batch_size is per GPU)::
+Several GPUs (SpeechBrain's DDP; ``global_batch_size`` utterances per
+optimizer step whatever the number of GPUs, at most ``batch_size`` per GPU)::
 
     torchrun --nproc-per-node=2 recipes/LibriSpeech/finetune/train.py \\
         hparams/finetune/pom.yaml --data_folder=... --pretrained_path=...
 
 ``--pretrained_path`` is a pre-training output folder (its latest complete
 checkpoint), one ``save/CKPT+*`` folder, the exported ``pretrained/`` folder,
-or ``none`` to start from a random encoder (a supervised baseline). The
-checkpoint's encoder configuration must match the YAML (mixer, sizes,
-features), else the recipe stops with a one-line message.
+a SpeechBrain BEST-RQ run or checkpoint, a checkpoint of the PoM authors
+(both converted once into ``<output_folder>/imported_encoder``), or ``none``
+to start from a random encoder (a supervised baseline). The checkpoint's
+encoder configuration must match the YAML (mixer, sizes, features,
+normalisation), else the recipe stops with a one-line message.
 
-The model: fbank -> per-utterance normalisation -> CNN front end -> encoder
+The model: fbank -> normalisation (global statistics loaded from the
+pre-training and kept fixed, or per utterance) -> CNN front end -> encoder
 (both pre-trained) -> 3-layer DNN -> linear CTC layer (characters, 29
 outputs, or SentencePiece units with ``--token_type=bpe``). The encoder and
 the head have their own AdamW and NewBob schedules (5e-5 and 3e-4).
@@ -44,9 +48,10 @@ import torch
 import speechbrain as sb
 from speechbrain.dataio.sampler import DynamicBatchSampler
 from speechbrain.decoders.ctc import CTCBeamSearcher
-from speechbrain.utils.distributed import if_main_process, run_on_main
+from speechbrain.utils.distributed import if_main_process, is_distributed_initialized, run_on_main
 from speechbrain.utils.logger import get_logger
 
+from pom.batching import TOLERANCE, describe, global_batch_plan
 from pom.bestrq import load_hparams, resolve_hparams_file
 from pom.data.librispeech import prepare_librispeech
 from pom.finetune import (
@@ -76,7 +81,7 @@ class ASR(sb.Brain):
         # Features in float32 whatever the training precision (as in pre-training).
         with torch.autocast(device_type=self.device_type, enabled=False):
             feats = self.hparams.compute_features(wavs.float())
-            feats = self.modules.normalize(feats, wav_lens)
+            feats = self.modules.normalize(feats, wav_lens, epoch=self.hparams.epoch_counter.current)
         with torch.set_grad_enabled(stage == sb.Stage.TRAIN and not self.hparams.freeze_encoder):
             dynchunktrain_config = (
                 self.hparams.dynchunktrain_config_sampler(stage) if self.hparams.streaming else None
@@ -255,6 +260,46 @@ def build_tokens(hparams):
     )
 
 
+def plan_global_batch(hparams, run_opts):
+    """With ``global_batch_size`` and fixed-size batches, derives the per-GPU
+    batch (at most ``batch_size``) and the gradient accumulation from the
+    number of GPUs, so that 1, 2 or 8 GPUs take the same optimizer steps; sets
+    them in ``hparams`` and logs the effective batch."""
+    target = hparams.get("global_batch_size")
+    world = torch.distributed.get_world_size() if is_distributed_initialized() else 1
+    if not target or hparams["max_batch_len"]:
+        plan = global_batch_plan(hparams["batch_size"] * world * hparams["grad_accumulation_factor"],
+                                 hparams["batch_size"], world, integer=True)
+        if hparams["max_batch_len"]:
+            logger.info(f"Dynamic batches of at most {hparams['max_batch_len']} s per GPU x {world} GPU(s) x "
+                        f"{hparams['grad_accumulation_factor']} accumulated step(s)")
+            return None
+    else:
+        if "grad_accumulation_factor" in run_opts.overridden_args:
+            raise ValueError("grad_accumulation_factor is derived from global_batch_size: give one of them "
+                             "(--global_batch_size=null to set the accumulation by hand)")
+        plan = global_batch_plan(int(target), int(hparams["batch_size"]), world, integer=True)
+        hparams["grad_accumulation_factor"] = plan.grad_accumulation_factor
+        hparams["train_dataloader_opts"]["batch_size"] = plan.per_device
+        if plan.off_target > TOLERANCE:
+            logger.warning(f"global_batch_size {target} cannot be split over {world} GPUs: {plan.global_batch} used")
+    logger.info("Effective batch: " + describe(plan, unit="utterances"))
+    return plan
+
+
+def fix_normalizer(hparams, found):
+    """Global normalisation: the statistics come with the pre-trained encoder
+    and stay fixed (SpeechBrain 1.1 would otherwise keep updating them)."""
+    if hparams["norm_type"] != "global" or found is None:
+        return
+    if found["normalize"] is None:
+        raise PretrainedMismatchError(
+            f"the pre-trained encoder in {found['dir']} has no normalize.ckpt, but norm_type is global: "
+            "use the pre-training's normalisation (--norm_type=sentence if it had none)"
+        )
+    hparams["normalize"].update_until_epoch = 0  # epoch >= 0: never updated
+
+
 def main(argv):
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
     sb.utils.distributed.ddp_init_group(run_opts)
@@ -267,14 +312,18 @@ def main(argv):
             f"Error: data_folder {hparams['data_folder']!r} does not exist: pass --data_folder=/path/to/LibriSpeech "
             "(the folder holding train-clean-100, dev-clean, ...)"
         )
-    try:
-        found = find_pretrained(hparams["pretrained_path"])
+    try:  # a foreign checkpoint is converted once (main process), then found by every rank
+        locate = {"path": hparams["pretrained_path"], "import_dir": os.path.join(hparams["output_folder"], "imported_encoder")}
+        run_on_main(find_pretrained, kwargs=locate)
+        found = find_pretrained(**locate)
         if found is not None:
             check_pretrained_config(found, hparams["encoder_config"], hparams_file)
-    except FileNotFoundError as err:
+        fix_normalizer(hparams, found)
+        batch_plan = plan_global_batch(hparams, run_opts)
+    except (FileNotFoundError, ValueError) as err:
+        if isinstance(err, PretrainedMismatchError):
+            sys.exit(f"Error: {err}. Fine-tune with the pre-training's mixer and sizes.")
         sys.exit(f"Error: {err}")
-    except PretrainedMismatchError as err:
-        sys.exit(f"Error: {err}. Fine-tune with the pre-training's mixer and sizes.")
     if hparams["test_decoding"] not in ("beam", "greedy"):
         sys.exit(f"Error: test_decoding must be 'beam' or 'greedy', got {hparams['test_decoding']!r}")
     lm_problem = check_lm_decoding(hparams["kenlm_model_path"], hparams["test_decoding"])
@@ -359,6 +408,7 @@ def main(argv):
             vocab_list=tokens.vocab_list(),
         )
     asr_brain.results = {
+        "experiment": hparams["experiment_name"],
         "mixer": hparams["mixer"],
         "mixer_options": hparams["encoder_config"].config["mixer_options"],
         "d_model": hparams["d_model"],
@@ -373,6 +423,7 @@ def main(argv):
         "train_splits": list(hparams["train_splits"]),
         "epochs": hparams["epoch_counter"].current,
         "best_metric": hparams["best_metric"],
+        "global_batch": batch_plan.as_dict() if batch_plan else None,
         "splits": {},
     }
     for split, dataset in test_datasets.items():

@@ -49,9 +49,11 @@ from pom.bestrq import (
     load_hparams,
     masked_stacked_indices,
     module_fingerprint,
+    statistics_fingerprint,
     pad_to_multiple,
     resolve_hparams_file,
 )
+from pom.batching import TOLERANCE, describe, global_batch_plan
 from pom.data.librispeech import prepare_librispeech
 
 logger = get_logger(__name__)
@@ -205,13 +207,15 @@ class BestRQBrain(sb.Brain):
         return decision and self.step % self.grad_accumulation_factor == 0
 
     def _check_ranks_identical(self, where):
-        """Under DDP, checks that every rank holds bitwise the same weights
-        and quantizer; records the fingerprints in ``ddp_check.jsonl``."""
+        """Under DDP, checks that every rank holds bitwise the same weights,
+        quantizer and normalisation statistics; records the fingerprints in
+        ``ddp_check.jsonl``."""
         if not is_distributed_initialized():
             return
         mine = {
             "model": module_fingerprint(self.modules.CNN, self.modules.encoder, self.modules.head),
             "quantizer": module_fingerprint(self.modules.quantizer),
+            "normalize": statistics_fingerprint(self.modules.normalize),
         }
         every = [None] * torch.distributed.get_world_size()
         torch.distributed.all_gather_object(every, mine)
@@ -300,6 +304,52 @@ def check_hparams(hparams):
         )
 
 
+def world_size():
+    """Number of DDP processes (1 without DDP)."""
+    return torch.distributed.get_world_size() if is_distributed_initialized() else 1
+
+
+def plan_global_batch(hparams, run_opts):
+    """With ``global_batch_seconds``, derives the gradient accumulation and the
+    per-GPU ``max_batch_len`` (at most the YAML's) from the number of GPUs, so
+    that every optimizer step sees the same audio on 1, 2 or 8 GPUs; sets them
+    in ``hparams`` and returns the plan (None when the option is null)."""
+    target = hparams.get("global_batch_seconds")
+    if not target:
+        return None
+    if "grad_accumulation_factor" in run_opts.overridden_args:
+        raise ValueError(
+            "grad_accumulation_factor is derived from global_batch_seconds: give one of them "
+            "(--global_batch_seconds=null to set the accumulation by hand)"
+        )
+    plan = global_batch_plan(float(target), float(hparams["max_batch_len"]), world_size())
+    hparams["grad_accumulation_factor"] = plan.grad_accumulation_factor
+    hparams["max_batch_len"] = plan.per_device
+    return plan
+
+
+def record_global_batch(hparams, plan, train_sampler):
+    """Logs the effective batch of one optimizer step and writes it to
+    ``<output_folder>/global_batch.json``."""
+    lengths = list(train_sampler._ex_lengths.values())
+    fill = sum(lengths) / max(len(train_sampler), 1)  # mean seconds per dynamic batch
+    if plan is None:
+        plan = global_batch_plan(
+            hparams["max_batch_len"] * world_size() * hparams["grad_accumulation_factor"],
+            hparams["max_batch_len"], world_size(),
+        )
+    logger.info("Effective batch: " + describe(plan, measured_per_device=fill))
+    if plan.off_target > TOLERANCE:
+        logger.warning(f"The global batch ({plan.global_batch:.0f} s) is {100 * plan.off_target:.0f} % away "
+                       f"from global_batch_seconds ({plan.target:.0f} s)")
+    if if_main_process():
+        record = dict(plan.as_dict(), mean_seconds_per_device_batch=round(fill, 2),
+                      mean_seconds_per_step=round(fill * plan.world_size * plan.grad_accumulation_factor, 1))
+        with open(os.path.join(hparams["output_folder"], "global_batch.json"), "w", encoding="utf-8") as f:
+            json.dump(record, f, indent=2)
+            f.write("\n")
+
+
 def export_pretrained(hparams, checkpointer):
     """Copies the last checkpoint's encoder, normaliser and configuration to
     ``<output_folder>/pretrained/`` (the fine-tuning recipe's input)."""
@@ -326,6 +376,7 @@ def main(argv):
         hparams = load_hparams(hparams_file, overrides)
         hparams.setdefault("batch_log", None)
         check_hparams(hparams)
+        batch_plan = plan_global_batch(hparams, run_opts)
     except (ValueError, KeyError, FileNotFoundError) as err:
         sys.exit(f"Error in the configuration ({hparams_file} and command line): {err}")
 
@@ -359,6 +410,7 @@ def main(argv):
         train_data, valid_data, train_sampler, train_kwargs, valid_kwargs = dataio_prepare(hparams)
     except (ValueError, FileNotFoundError) as err:
         sys.exit(f"Data preparation failed: {err}")
+    record_global_batch(hparams, batch_plan, train_sampler)
 
     brain = BestRQBrain(
         modules=hparams["modules"],
