@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo clean-venv system-deps
+.PHONY: install test lint format demo gpu-check clean-venv system-deps
 
 install: $(STAMP)
 
@@ -29,10 +29,25 @@ $(STAMP): requirements.txt pyproject.toml Makefile
 test: install
 	$(PY) -m pytest -q
 
+# One style: ruff (lint + import order) and its formatter, line length 120 (pyproject.toml), codespell.
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m codespell pom recipes tests benchmarks hparams README.md Makefile
+
+format: install
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
+
 # Synthesize the small corpus, pre-train a small PoM encoder with BEST-RQ, fine-tune it with CTC,
 # evaluate and print the WER table (outputs in results/demo; DEMO_ARGS for options, e.g. --hours 3).
 demo: install
 	$(PY) -m pom.demo $(DEMO_ARGS)
+
+# On a machine with a GPU: kernels, short training runs and the efficiency targets in under
+# 10 minutes; results and a PASS/FAIL summary under benchmarks/runs/<gpu name>/.
+gpu-check: install
+	$(PY) benchmarks/gpu_check.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -32,11 +32,12 @@ Authors
 """
 
 import argparse
-import json
 import os
 import subprocess
 import sys
 import time
+
+from pom.recipe.files import write_json
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRETRAIN_SCRIPT = os.path.join(ROOT, "recipes", "LibriSpeech", "pretrain", "train.py")
@@ -122,7 +123,7 @@ def default_threads(limit=4):
 
 def lm_available():
     """Whether CTC beam search can use an n-gram LM here (``kenlm`` and ``pygtrie`` importable)."""
-    from pom.finetune import missing_lm_packages
+    from pom.recipe.checks import missing_lm_packages
 
     return not missing_lm_packages()
 
@@ -161,7 +162,8 @@ def encoder_parameters(mixer, model, mixer_options=None):
 
     import torch
 
-    from pom.bestrq import load_hparams
+    from pom.parameters import count_parameters
+    from pom.recipe.hparams import load_hparams
 
     changes = dict(model, data_folder=tempfile.gettempdir(), output_folder=tempfile.gettempdir())
     if mixer_options:
@@ -169,7 +171,7 @@ def encoder_parameters(mixer, model, mixer_options=None):
     text = "\n".join(f"{k}: {v}" for k, v in changes.items())
     with torch.device("meta"):
         hp = load_hparams(os.path.join(ROOT, "hparams", "pretrain", f"{mixer}.yaml"), text)
-    return sum(p.numel() for m in (hp["CNN"], hp["encoder"]) for p in m.parameters())
+    return count_parameters(hp["CNN"], hp["encoder"])
 
 
 def matched_model(mixer, model, reference=MIXER):
@@ -244,7 +246,9 @@ def comparison_table(records):
 
     header = ["mixer", "params (M)", "pre-training (min)", "fine-tuning (min)", "peak memory (MiB)"]
     splits = ("dev-clean", "dev-other", "test-clean", "test-other")
-    header += [f"{split} WER / CER" for split in splits] + [f"{split} +LM WER" for split in ("test-clean", "test-other")]
+    header += [f"{split} WER / CER" for split in splits] + [
+        f"{split} +LM WER" for split in ("test-clean", "test-other")
+    ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for mixer, record in records.items():
         results = dict((("lm" if r.get("lm") else "plain"), r) for _, r in find_runs([record["runs"][0]]))
@@ -281,7 +285,9 @@ def main(argv=None):
     parser.add_argument("--no-lm", action="store_true", help="skip the n-gram LM and the decoding with it")
     parser.add_argument("--pretrain", nargs="*", default=[], metavar="KEY=VALUE", help="extra pre-training overrides")
     parser.add_argument("--finetune", nargs="*", default=[], metavar="KEY=VALUE", help="extra fine-tuning overrides")
-    parser.add_argument("--model", nargs="*", default=[], metavar="KEY=VALUE", help="extra encoder-size overrides (both stages)")
+    parser.add_argument(
+        "--model", nargs="*", default=[], metavar="KEY=VALUE", help="extra encoder-size overrides (both stages)"
+    )
     args = parser.parse_args(argv)
 
     from pom.mixers import MIXERS
@@ -323,8 +329,11 @@ def main(argv=None):
     records = {}
     for mixer in args.mixers:
         sizes, options, params = matched_model(mixer, model)
-        print(f"\n=== 3-4/5 {mixer}: d_model {sizes['d_model']}, CNN + encoder {params / 1e6:.2f} M parameters"
-              + (f", mixer options {options}" if options else ""), flush=True)
+        print(
+            f"\n=== 3-4/5 {mixer}: d_model {sizes['d_model']}, CNN + encoder {params / 1e6:.2f} M parameters"
+            + (f", mixer options {options}" if options else ""),
+            flush=True,
+        )
         folder = out if len(args.mixers) == 1 else os.path.join(out, mixer)
         records[mixer] = run_mixer(mixer, args, data, folder, sizes, options, lm_path, parse)
         records[mixer].update(params=params, d_model=int(sizes["d_model"]), mixer_options=options)
@@ -349,20 +358,26 @@ def main(argv=None):
         "mixers": {m: {k: r[k] for k in ("params", "d_model", "mixer_options", "times_s", "peak_MiB")}
                    for m, r in records.items()},
     }  # fmt: skip
-    with open(os.path.join(out, "demo_summary.json"), "w", encoding="utf-8") as f:
-        json.dump(summary, f, indent=2)
+    write_json(os.path.join(out, "demo_summary.json"), summary)
     print("Stage times: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in times.items()))
     print(f"Outputs:\n  corpus       {data}")
     for mixer, record in records.items():
         print(f"  pre-training {record['pretrain_dir']}  (pretrained/: the exported encoder)")
         for run in record["runs"]:
-            print(f"  fine-tuning  {run}  (results.json, wer_<split>.txt, train_log.txt"
-                  + (", results_lm.json)" if lm_path and run.endswith("finetune") else ")"))
+            print(
+                f"  fine-tuning  {run}  (results.json, wer_<split>.txt, train_log.txt"
+                + (", results_lm.json)" if lm_path and run.endswith("finetune") else ")")
+            )
     if lm_path:
         print(f"  LM           {lm_path}")
     print(f"  summary      {os.path.join(out, 'demo_summary.json')}")
     some_file = next(
-        (os.path.join(r, n) for r, _, ns in sorted(os.walk(os.path.join(data, "test-clean"))) for n in sorted(ns) if n.endswith(".flac")),
+        (
+            os.path.join(r, n)
+            for r, _, ns in sorted(os.walk(os.path.join(data, "test-clean")))
+            for n in sorted(ns)
+            if n.endswith(".flac")
+        ),
         None,
     )
     if some_file:

@@ -47,7 +47,7 @@ from speechbrain.nnet.activations import Swish
 from speechbrain.nnet.attention import PositionalwiseFeedForward
 from speechbrain.nnet.normalization import LayerNorm
 
-from pom.mixers import build_mixer, lengths_to_padding_mask
+from pom.mixers import build_mixer, lengths_to_padding_mask, mixer_protocol
 from pom.mixers.attention import relative_position_encoder
 from pom.positions import sinusoidal_positions
 
@@ -85,7 +85,7 @@ class MaskedConvolutionModule(ConvolutionModule):
         if cache is None:
             cache = out.new_zeros(out.shape[0], out.shape[1], self.kernel_size - 1)
         out = torch.cat([cache, out], dim=2)
-        cache = out[..., out.shape[2] - (self.kernel_size - 1):]
+        cache = out[..., out.shape[2] - (self.kernel_size - 1) :]
         out = nn.functional.conv1d(out, self.conv.weight, self.conv.bias, groups=self.conv.groups)
         return self.after_conv(out.transpose(1, 2)), cache
 
@@ -108,7 +108,8 @@ class MixerConformerLayer(nn.Module):
     d_ffn : int
         Hidden size of the two feed-forward modules.
     mixer : torch.nn.Module
-        The token mixer (``mixer(x, padding_mask)``).
+        The token mixer (``mixer(x, padding_mask)``); what the layer passes it
+        and allows follows its :func:`~pom.mixers.base.mixer_protocol`.
     kernel_size : int
         Depthwise convolution kernel size.
     activation : type
@@ -125,7 +126,10 @@ class MixerConformerLayer(nn.Module):
         super().__init__()
         self.ffn_module1 = _feed_forward(d_model, d_ffn, dropout, activation)
         self.mixer = mixer
-        self.convolution_module = MaskedConvolutionModule(d_model, kernel_size, bias, activation, dropout, causal=causal)
+        self.protocol = mixer_protocol(mixer)
+        self.convolution_module = MaskedConvolutionModule(
+            d_model, kernel_size, bias, activation, dropout, causal=causal
+        )
         self.ffn_module2 = _feed_forward(d_model, d_ffn, dropout, activation)
         self.norm1 = LayerNorm(d_model)
         self.norm2 = LayerNorm(d_model)
@@ -134,25 +138,31 @@ class MixerConformerLayer(nn.Module):
         """Same call as SpeechBrain's ``ConformerEncoderLayer``; returns ``(x, None)``."""
         conv_mask = None if src_key_padding_mask is None else src_key_padding_mask.unsqueeze(-1)
         x = x + 0.5 * self.ffn_module1(x)
-        x = x + self.mixer(self.norm1(x), padding_mask=src_key_padding_mask, **self._mixer_extras(src_mask, pos_embs, dynchunktrain_config))
+        x = x + self.mixer(
+            self.norm1(x),
+            padding_mask=src_key_padding_mask,
+            **self._mixer_extras(src_mask, pos_embs, dynchunktrain_config),
+        )
         x = x + self.convolution_module(x, conv_mask, dynchunktrain_config=dynchunktrain_config)
         x = self.norm2(x + 0.5 * self.ffn_module2(x))
         return x, None
 
     def _mixer_extras(self, src_mask, pos_embs, dynchunktrain_config):
-        """What this layer's mixer needs besides ``(x, padding_mask)``, declared by the mixer's class."""
-        mixer, extras = self.mixer, {}
-        name = type(mixer).__name__
-        if getattr(mixer, "needs_pos_embs", False):
+        """What this layer's mixer needs besides ``(x, padding_mask)``, declared by its protocol."""
+        protocol, extras = self.protocol, {}
+        name = type(self.mixer).__name__
+        if protocol.needs_pos_embs:
             extras["pos_embs"] = pos_embs
         if src_mask is not None:
-            if not getattr(mixer, "accepts_attn_mask", False):
-                raise ValueError(f"{name} takes no attention mask (src_mask); use causal=True or dynamic chunks instead")
+            if not protocol.accepts_attn_mask:
+                raise ValueError(
+                    f"{name} takes no attention mask (src_mask); use causal=True or dynamic chunks instead"
+                )
             extras["attn_mask"] = src_mask
         if dynchunktrain_config is not None:
-            if getattr(mixer, "supports_dynamic_chunks", False):
+            if protocol.supports_dynamic_chunks:
                 extras["dynchunktrain_config"] = dynchunktrain_config
-            elif not (getattr(mixer, "accepts_attn_mask", False) or getattr(mixer, "causal", False)):
+            elif not (protocol.accepts_attn_mask or protocol.causal):
                 raise ValueError(
                     f"{name} cannot be trained with dynamic chunks (it has no chunked or causal mode); "
                     "use pom, summarymixing, an attention mixer or a causal mixer"
@@ -162,7 +172,7 @@ class MixerConformerLayer(nn.Module):
     def forward_streaming(self, x, context):
         """Next chunk through a causal layer; ``context`` (a dict, updated in
         place) carries the mixer state and the convolution cache."""
-        if not hasattr(self.mixer, "forward_streaming"):
+        if not self.protocol.supports_streaming:
             raise ValueError(f"{type(self.mixer).__name__} has no streaming mode; use pom or summarymixing")
         x = x + 0.5 * self.ffn_module1(x)
         mixed, context["mixer"] = self.mixer.forward_streaming(self.norm1(x), context.get("mixer"))
@@ -261,8 +271,8 @@ class MixerConformerEncoder(nn.Module):
         self.norm = LayerNorm(d_model, eps=1e-6)
         self.layerdrop_prob = layerdrop_prob
         self.output_hidden_states = output_hidden_states
-        self.uses_attention_masks = any(getattr(layer.mixer, "accepts_attn_mask", False) for layer in self.layers)
-        needs_pos = any(getattr(layer.mixer, "needs_pos_embs", False) for layer in self.layers)
+        self.uses_attention_masks = any(layer.protocol.accepts_attn_mask for layer in self.layers)
+        needs_pos = any(layer.protocol.needs_pos_embs for layer in self.layers)
         self.pos_encoder = relative_position_encoder(d_model) if needs_pos else None
 
     def forward(self, src, src_mask=None, src_key_padding_mask=None, pos_embs=None, dynchunktrain_config=None):
@@ -340,24 +350,14 @@ class MixerEncoder(nn.Module):
     POSITIONAL_ENCODINGS = (None, "fixed_abs_sine")
 
     def __init__(
-        self,
-        input_size,
-        d_model,
-        num_layers,
-        d_ffn,
-        mixer,
-        mixer_options=None,
-        kernel_size=31,
-        activation=nn.GELU,
-        dropout=0.1,
-        positional_encoding=None,
-        layerdrop_prob=0.0,
-        causal=False,
-    ):
+        self, input_size, d_model, num_layers, d_ffn, mixer, mixer_options=None, kernel_size=31, activation=nn.GELU,
+        dropout=0.1, positional_encoding=None, layerdrop_prob=0.0, causal=False,
+    ):  # fmt: skip
         super().__init__()
         if positional_encoding not in self.POSITIONAL_ENCODINGS:
             raise ValueError(
-                f"positional_encoding: unknown value '{positional_encoding}', expected one of {self.POSITIONAL_ENCODINGS}"
+                f"positional_encoding: unknown value '{positional_encoding}', "
+                f"expected one of {self.POSITIONAL_ENCODINGS}"
             )
         self.d_model = d_model
         self.positional_encoding = positional_encoding

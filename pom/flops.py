@@ -16,6 +16,13 @@ Example
 2.0
 >>> mixer_flops("mha", 16, 400, nhead=2) / mixer_flops("mha", 16, 200, nhead=2) > 3
 True
+
+A mixer that is already built (e.g. taken from an encoder built from YAML):
+
+>>> with torch.device("meta"):
+...     mixer = build_mixer("pom", 16, degree=2, expansion=2)
+>>> module_flops(mixer, 16, 100) == f[0]
+True
 """
 
 import torch
@@ -32,13 +39,13 @@ def count_flops(fn, *args, **kwargs):
     return counter.get_total_flops()
 
 
-def mixer_flops(name, d_model, seq_len, batch=1, backward=False, **options):
-    """FLOPs of one mixer layer ``name`` (a :data:`pom.mixers.MIXERS` key) of
-    width ``d_model`` on ``[batch, seq_len, d_model]``, forward only or forward
-    plus backward."""
-    with torch.device("meta"):
-        mixer = build_mixer(name, d_model, **options).eval()
-        x = torch.randn(batch, seq_len, d_model, requires_grad=backward)
+def module_flops(mixer, d_model, seq_len, batch=1, backward=False):
+    """FLOPs of a built ``mixer`` (any module with the ``y = mixer(x)``
+    interface, e.g. one layer's mixer of an encoder built from YAML; on the
+    ``meta`` device it costs nothing) on ``[batch, seq_len, d_model]``, forward
+    only or forward plus backward of ``y.sum()`` (gradients are cleared after)."""
+    parameter = next(mixer.parameters())
+    x = torch.randn(batch, seq_len, d_model, device=parameter.device, dtype=parameter.dtype, requires_grad=backward)
 
     def run():
         with torch.set_grad_enabled(backward):
@@ -46,7 +53,18 @@ def mixer_flops(name, d_model, seq_len, batch=1, backward=False, **options):
             if backward:
                 out.sum().backward()
 
-    return count_flops(run)
+    flops = count_flops(run)
+    mixer.zero_grad(set_to_none=True)
+    return flops
+
+
+def mixer_flops(name, d_model, seq_len, batch=1, backward=False, **options):
+    """FLOPs of one mixer layer ``name`` (a :data:`pom.mixers.MIXERS` key) of
+    width ``d_model`` on ``[batch, seq_len, d_model]``, forward only or forward
+    plus backward."""
+    with torch.device("meta"):
+        mixer = build_mixer(name, d_model, **options).eval()
+    return module_flops(mixer, d_model, seq_len, batch, backward)
 
 
 def growth_ratios(name, d_model, seq_lens, **options):

@@ -54,6 +54,8 @@ import os
 import sys
 from collections import defaultdict
 
+from pom.recipe.files import atomic_write
+
 BOS, EOS, UNK = "<s>", "</s>", "<unk>"
 LOG10_ZERO = -99.0  # what ARPA writers give <s>: never predicted
 
@@ -180,10 +182,8 @@ def build_lm(data_folder, splits, out, order=3):
     Returns the number of n-grams of each order."""
     model = train_kneser_ney(read_transcripts(data_folder, splits), order=order)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    tmp = out + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_write(out) as f:
         write_arpa(model, f)
-    os.replace(tmp, out)
     return {n: len(g) for n, g in model["ngrams"].items()}
 
 

@@ -27,7 +27,9 @@ def sinusoidal_positions(length, d_model, device=None, dtype=torch.float32, star
     """Returns ``[1, length, d_model]`` absolute sinusoidal positions of frames
     ``start .. start + length - 1`` (``start`` > 0 when streaming)."""
     positions = torch.arange(start, start + length, device=device, dtype=torch.float32).unsqueeze(1)
-    inv_freq = torch.exp(torch.arange(0, d_model, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / d_model))
+    inv_freq = torch.exp(
+        torch.arange(0, d_model, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / d_model)
+    )
     pe = torch.zeros(length, d_model, device=device, dtype=torch.float32)
     pe[:, 0::2] = torch.sin(positions * inv_freq)
     pe[:, 1::2] = torch.cos(positions * inv_freq)[:, : d_model // 2]

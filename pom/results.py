@@ -35,7 +35,7 @@ import json
 import os
 import sys
 
-from pom.paper import PAPER_ROWS, SOURCES, commands
+from pom.recipe.paper import PAPER_ROWS, SOURCES, commands
 
 SPLITS = ("dev-clean", "dev-other", "test-clean", "test-other")
 RESULTS_FILE = "results.json"
@@ -138,7 +138,7 @@ def to_csv(rows, header=("model", "params_M", *SPLITS)):
 
 
 def paper_rows():
-    """The published table (:data:`pom.paper.PAPER_ROWS`) as rows, with the
+    """The published table (:data:`pom.recipe.paper.PAPER_ROWS`) as rows, with the
     experiment that reproduces each."""
     return [[r.model, r.size, *r.published, r.experiment] for r in PAPER_ROWS]
 
@@ -152,7 +152,9 @@ def paper_commands():
         note = f"; {row.note}" if row.note else ""
         lines += [
             f"* **{row.model}, {row.size}** ({row.params_m:.1f} M here{note}); settings: {SOURCES[row.source]}",
-            f"    {pretrain}", f"    {finetune}", f"    {lm_test}",
+            f"    {pretrain}",
+            f"    {finetune}",
+            f"    {lm_test}",
         ]
     return "\n".join(lines)
 
@@ -163,11 +165,16 @@ def main(argv=None):
         description="Prints the WER table (Markdown, then CSV) of finished fine-tuning runs: one row per run "
         "with the CNN + encoder parameters and the WER on dev-clean, dev-other, test-clean, test-other.",
     )
-    parser.add_argument("runs", nargs="*", help="fine-tuning output folders (or folders holding them, or results.json files)")
+    parser.add_argument(
+        "runs", nargs="*", help="fine-tuning output folders (or folders holding them, or results.json files)"
+    )
     parser.add_argument("--metric", choices=("WER", "CER"), default="WER", help="error rate to show (default WER)")
     parser.add_argument("--format", choices=("both", "markdown", "csv"), default="both", help="output format")
-    parser.add_argument("--paper", action="store_true",
-                        help="also print the paper's published WER (~95 M and ~315 M) and the commands that reproduce every row")
+    parser.add_argument(
+        "--paper",
+        action="store_true",
+        help="also print the paper's published WER (~95 M and ~315 M) and the commands that reproduce every row",
+    )
     args = parser.parse_args(argv)
     if not args.runs and not args.paper:
         parser.error("give fine-tuning output folders, or --paper")
@@ -189,8 +196,7 @@ def main(argv=None):
                 "Published WER (%), CTC fine-tuning on train-clean-100 (Feillet et al., ICASSP 2026; "
                 "(*) from Whetten et al., 2024)\n\n" + to_markdown(paper_rows(), PAPER_COLUMNS)
             )
-            blocks.append("Commands ($LS: your LibriSpeech folder; 4-gram.arpa: openslr.org/11)\n\n"
-                          + paper_commands())
+            blocks.append("Commands ($LS: your LibriSpeech folder; 4-gram.arpa: openslr.org/11)\n\n" + paper_commands())
         if args.format in ("both", "csv"):
             blocks.append(to_csv(paper_rows(), [c.replace(" ", "_") for c in PAPER_COLUMNS]).rstrip("\n"))
     print("\n\n".join(blocks))

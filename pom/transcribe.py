@@ -34,7 +34,10 @@ import numpy as np
 import soundfile as sf
 import torch
 import torchaudio
-from pom.finetune import RECORD_OVERRIDES, CTCTokens, load_hparams_record
+
+from pom.recipe.checks import check_lm_decoding
+from pom.recipe.hparams import RECORD_OVERRIDES, load_hparams_record
+from pom.recipe.tokens import CTCTokens
 
 AUDIO_EXTENSIONS = (".flac", ".wav", ".ogg", ".mp3")
 
@@ -68,11 +71,19 @@ class Transcriber:
         LM weight and word bonus (default: the run's ``lm_alpha`` / ``lm_beta``).
     """
 
-    def __init__(self, model_dir, device="cpu", decoding="greedy", beam_size=20, chunk_size=None, left_context_chunks=None,
-                 lm_path=None, lm_alpha=None, lm_beta=None):  # fmt: skip
+    def __init__(
+        self,
+        model_dir,
+        device="cpu",
+        decoding="greedy",
+        beam_size=20,
+        chunk_size=None,
+        left_context_chunks=None,
+        lm_path=None,
+        lm_alpha=None,
+        lm_beta=None,
+    ):
         from speechbrain.utils.checkpoints import Checkpointer
-
-        from pom.finetune import check_lm_decoding
 
         lm_problem = check_lm_decoding(lm_path, decoding, options=("--lm", "--decoding beam"))
         if lm_problem:
@@ -109,7 +120,11 @@ class Transcriber:
             raise ModelError(f"{model_dir} has no save/ folder: the run has not saved a checkpoint yet")
         checkpointer = Checkpointer(
             save_folder,
-            recoverables={"model": hparams["model"], "pt_model": hparams["pt_model"], "normalize": hparams["normalize"]},
+            recoverables={
+                "model": hparams["model"],
+                "pt_model": hparams["pt_model"],
+                "normalize": hparams["normalize"],
+            },
         )
         best = hparams.get("best_metric", "WER")
         ckpt = checkpointer.find_checkpoint(min_key=best) or checkpointer.find_checkpoint()
@@ -124,15 +139,19 @@ class Transcriber:
         self.hparams = hparams
         self.sample_rate = int(hparams["sample_rate"])
         self.device = torch.device(device)
-        self.modules = torch.nn.ModuleDict(
-            {
-                "normalize": hparams["normalize"],
-                "CNN": hparams["CNN"],
-                "encoder": hparams["encoder"],
-                "back_end_ffn": hparams["back_end_ffn"],
-                "ctc_lin": hparams["ctc_lin"],
-            }
-        ).to(self.device).eval()
+        self.modules = (
+            torch.nn.ModuleDict(
+                {
+                    "normalize": hparams["normalize"],
+                    "CNN": hparams["CNN"],
+                    "encoder": hparams["encoder"],
+                    "back_end_ffn": hparams["back_end_ffn"],
+                    "ctc_lin": hparams["ctc_lin"],
+                }
+            )
+            .to(self.device)
+            .eval()
+        )
         self.searcher = None
         if decoding == "beam":
             from speechbrain.decoders.ctc import CTCBeamSearcher
@@ -231,25 +250,39 @@ def main(argv=None):
     )
     parser.add_argument("--model", required=True, help="output folder of recipes/LibriSpeech/finetune/train.py")
     parser.add_argument("audio", nargs="+", help="audio files or folders (.flac, .wav, .ogg, .mp3)")
-    parser.add_argument("--decoding", choices=("greedy", "beam"), default="greedy", help="CTC decoding (default greedy)")
+    parser.add_argument(
+        "--decoding", choices=("greedy", "beam"), default="greedy", help="CTC decoding (default greedy)"
+    )
     parser.add_argument("--beam_size", type=int, default=20, help="beam size with --decoding beam")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.add_argument(
-        "--chunk_size", type=int, default=None,
+        "--chunk_size",
+        type=int,
+        default=None,
         help="streaming mode: encoder frames (40 ms) per chunk; best with a model fine-tuned with "
         "--streaming=True (dynamic chunks) or --causal=True (true streaming)",
     )
-    parser.add_argument("--left_context_chunks", type=int, default=None, help="streaming mode: chunks of left context (default all)")
-    parser.add_argument("--lm", default=None, help="word n-gram LM (ARPA, e.g. from python -m pom.lm) for --decoding beam")
+    parser.add_argument(
+        "--left_context_chunks", type=int, default=None, help="streaming mode: chunks of left context (default all)"
+    )
+    parser.add_argument(
+        "--lm", default=None, help="word n-gram LM (ARPA, e.g. from python -m pom.lm) for --decoding beam"
+    )
     parser.add_argument("--lm_alpha", type=float, default=None, help="LM weight (default: the run's lm_alpha)")
     parser.add_argument("--lm_beta", type=float, default=None, help="word insertion bonus (default: the run's lm_beta)")
     args = parser.parse_args(argv)
 
     try:
         transcriber = Transcriber(
-            args.model, device=args.device, decoding=args.decoding, beam_size=args.beam_size,
-            chunk_size=args.chunk_size, left_context_chunks=args.left_context_chunks,
-            lm_path=args.lm, lm_alpha=args.lm_alpha, lm_beta=args.lm_beta,
+            args.model,
+            device=args.device,
+            decoding=args.decoding,
+            beam_size=args.beam_size,
+            chunk_size=args.chunk_size,
+            left_context_chunks=args.left_context_chunks,
+            lm_path=args.lm,
+            lm_alpha=args.lm_alpha,
+            lm_beta=args.lm_beta,
         )
     except ModelError as err:
         sys.exit(f"Error: {err}")

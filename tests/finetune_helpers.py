@@ -55,7 +55,9 @@ def run(script, hparams, args, check=True):
     # One thread: on a shared 2-core machine more threads oversubscribe the cores (several times slower).
     proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
     if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(command)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        raise AssertionError(
+            f"{' '.join(command)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        )
     return proc
 
 
@@ -73,7 +75,11 @@ def tiny_pretrained(tmp_path_factory, corpus):
     folder = str(tmp_path_factory.getbasetemp() / "shared_tiny_pretrain")
     return once(
         folder,
-        lambda out: run(PRETRAIN, "pretrain/pom.yaml", [f"--data_folder={corpus}", f"--output_folder={out}", *TINY_MODEL, *TINY_PRETRAIN]),
+        lambda out: run(
+            PRETRAIN,
+            "pretrain/pom.yaml",
+            [f"--data_folder={corpus}", f"--output_folder={out}", *TINY_MODEL, *TINY_PRETRAIN],
+        ),
     )
 
 
@@ -107,3 +113,25 @@ def train_log(folder):
                     for key in ("epoch: ", "train loss: ", "valid loss: ", "valid CER: ")
                 ))  # fmt: skip
     return rows
+
+
+def load_recipe(script):
+    """The recipe ``script`` as a module: its classes and functions, ``main`` not run."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"recipe_{os.path.basename(os.path.dirname(script))}", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def recipe_check(script, hparams, args):
+    """``(hparams, problems)``: the recipe's ``check_hparams`` on the command line
+    ``args`` (hparams loaded as the recipe loads them, in this process)."""
+    import speechbrain as sb
+
+    from pom.recipe.hparams import load_hparams
+
+    hparams_file, run_opts, overrides = sb.parse_arguments([os.path.join(ROOT, "hparams", hparams), *args])
+    loaded = load_hparams(hparams_file, overrides)
+    return loaded, load_recipe(script).check_hparams(loaded, run_opts)

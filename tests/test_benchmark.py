@@ -1,85 +1,209 @@
-"""Smoke tests of benchmarks/efficiency.py on the CPU (tiny sizes)."""
+"""Smoke tests of the benchmark scripts (benchmarks/*.py) on the CPU at tiny sizes.
 
-import importlib.util
+Every benchmark model builds from its experiment file, the efficiency run records
+time and memory (never asserted) and writes CSV, PNG and Markdown, the
+equivalence check passes, and the floor's computations hold.
+"""
+
+import doctest
 import math
 import os
+import sys
 
 import pytest
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:  # benchmarks/ is a package of scripts at the repository root, not installed
+    sys.path.insert(0, ROOT)
+
+from benchmarks import check, common, efficiency, floor  # noqa: E402
+from pom.parameters import count_parameters  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("efficiency", os.path.join(ROOT, "benchmarks", "efficiency.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture
+def keep_threads():
+    """The scripts set torch's CPU threads; give the test session its own back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
 
 
-def config(**kw):
-    cfg = dict(mixer="pom_chunked", mode="train", seconds=1, batch=1, dtype="fp32", device="cpu", grad=False,
-               repeats=1, warmup=0, layers=1, source="table", chunk_size=8, cuda_graphs=False, compile=False, threads=1)
-    cfg.update(kw)
+def test_common_doctests():
+    assert doctest.testmod(common).failed == 0
+
+
+@pytest.mark.parametrize("name", common.model_names())
+def test_every_benchmark_model_builds_from_its_experiment_file(name):
+    model, hparams = common.build_model(name, layers=1, chunk_size=8)
+    assert hparams["num_layers"] == 1 and len(model.encoder.encoder.layers) == 1
+    with torch.no_grad():
+        out = model.eval()(torch.randn(2, 40, common.N_MELS), torch.tensor([1.0, 0.5]))
+    assert out.shape == (2, 10, hparams["d_model"])
+    assert torch.isfinite(out).all()
+
+
+def test_the_pretraining_experiments_are_benchmark_models():
+    names = common.model_names()
+    assert {"relposmhaxl", "ropemha", "mha", "summarymixing", "pom", "mamba", "pom_large", "relposmhaxl_large"} <= set(
+        names
+    )
+    assert "base" not in names and set(efficiency.DEFAULT_MIXERS) <= set(names)
+    with pytest.raises(ValueError, match="unknown model 'no_such_model'; known: .*pom_chunked"):
+        common.build_model("no_such_model")
+
+
+def test_variants_are_overrides_of_the_experiment_files():
+    pom, pom_hp = common.build_model("pom", device="meta")
+    chunked, chunked_hp = common.build_model("pom_chunked", chunk_size=256, device="meta")
+    assert next(pom.parameters()).is_meta and pom_hp["num_layers"] == 12
+    assert chunked_hp["mixer_options"] == {**pom_hp["mixer_options"], "implementation": "chunked", "chunk_size": 256}
+    assert count_parameters(chunked) == count_parameters(pom)  # same weights, another implementation
+    _, k3 = common.build_model("pom_k3", device="meta")
+    assert (k3["d_model"], k3["mixer_options"]["degree"], k3["mixer_options"]["expansion"]) == (432, 3, 2)
+    assert common.describe("pom_fused", layers=1) == (
+        "hparams/pretrain/pom.yaml + {'mixer_options': {'implementation': 'fused'}, 'num_layers': 1}"
+    )
+
+
+def config(**options):
+    cfg = dict(
+        mixer="pom_chunked",
+        mode="train",
+        seconds=1,
+        batch=1,
+        dtype="fp32",
+        device="cpu",
+        grad=False,
+        repeats=1,
+        warmup=0,
+        layers=1,
+        chunk_size=8,
+        cuda_graphs=False,
+        compile=False,
+        threads=1,
+    )
+    cfg.update(options)
     return cfg
 
 
-def test_table_models_build_and_chunked_switch(bench):
-    model, source = bench.build_model("pom_chunked", "table", layers=1, chunk_size=8)
-    assert source == "table"
-    mixers = [m for m in model.modules() if isinstance(m, bench.PolynomialMixer)]
-    assert mixers and all(m.implementation == "chunked" and m.chunk_size == 8 for m in mixers)
-    out = model(torch.randn(2, 100, 80), torch.tensor([1.0, 0.5]))
-    assert out.shape == (2, 25, 488)
-
-
-def test_hparams_models_when_present(bench):
-    if not os.path.isfile(os.path.join(ROOT, "hparams", "pretrain", "pom.yaml")):
-        pytest.skip("hparams/pretrain/pom.yaml not written yet")
-    model, source = bench.build_model("pom", "hparams", layers=1)
-    assert source.endswith("pom.yaml")
-    assert model(torch.randn(1, 40, 80)).shape[:2] == (1, 10)
-
-
 @pytest.mark.parametrize("mode", ["infer", "train"])
-def test_run_config_records_time_and_memory(bench, mode):
-    row = bench.run_config(config(mode=mode))
+def test_run_config_records_time_and_memory(mode, keep_threads):
+    row = efficiency.run_config(config(mode=mode))
     assert row["status"] == "ok", row["status"]
     assert row["time_ms"] > 0 and row["memory_MiB"] >= 0 and not math.isnan(row["params_M"])
+    assert row["source"].startswith("hparams/pretrain/pom.yaml + ") and "'implementation': 'chunked'" in row["source"]
 
 
-def test_failures_are_recorded_not_raised(bench):
-    row = bench.run_config(config(mixer="no_such_mixer"))
+def test_failures_are_recorded_not_raised():
+    row = efficiency.run_config(config(mixer="no_such_model"))
     assert row["status"].startswith("error: ValueError") and math.isnan(row["time_ms"])
+    assert common.is_oom(RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    assert common.is_oom(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1 GB"))
+    assert not common.is_oom(ValueError("shapes do not match"))
 
 
-def test_outputs_csv_table_and_plot(bench, tmp_path):
+def test_outputs_csv_table_and_plot(tmp_path):
     rows = [
         dict(mixer="pom", mode="infer", grad=0, seconds=s, status="ok", time_ms=10.0 * s, memory_MiB=100.0 * s)
         for s in (1, 2)
-    ] + [dict(mixer="mha", mode="infer", grad=0, seconds=1, status="ok", time_ms=5.0, memory_MiB=50.0),
-         dict(mixer="mha", mode="infer", grad=0, seconds=2, status="oom")]
-    bench.write_csv(rows, tmp_path / "e.csv")
-    bench.plot(rows, tmp_path / "e.png", "test")
-    table = bench.markdown_table(rows, "infer")
-    assert "OOM" in table and "| pom | 10 ms, 100 MiB | 20 ms, 200 MiB |" in table
+    ] + [
+        dict(mixer="mha", mode="infer", grad=0, seconds=1, status="ok", time_ms=5.0, memory_MiB=50.0),
+        dict(mixer="mha", mode="infer", grad=0, seconds=2, status="oom"),
+    ]
+    efficiency.write_csv(rows, tmp_path / "e.csv")
+    efficiency.plot(rows, tmp_path / "e.png", "test")
+    table = efficiency.markdown_table(rows, "infer")
+    assert "| mha | 5 ms, 50 MiB | OOM |" in table and "| pom | 10 ms, 100 MiB | 20 ms, 200 MiB |" in table
     assert (tmp_path / "e.png").stat().st_size > 1000
     assert (tmp_path / "e.csv").read_text().startswith("mixer,mode,grad,seconds")
+    again = efficiency.read_csv(tmp_path / "e.csv")
+    assert efficiency.markdown_table(again, "infer") == table
 
 
-def test_check_mode_passes_on_cpu(bench):
-    rows, passed = bench.check_chunked(torch.device("cpu"), batch=2, seconds=1, chunk_size=8)
-    assert passed, rows
+def test_efficiency_main_on_cpu_one_process_per_configuration(tmp_path, keep_threads):
+    """The whole CPU path: a worker process per configuration, then CSV, PNG and Markdown."""
+    out = tmp_path / "run"
+    argv = [
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "--mode",
+        "infer",
+        "--mixers",
+        "pom",
+        "--layers",
+        "1",
+        "--batch",
+        "1",
+        "--seconds",
+        "1",
+        "--repeats",
+        "1",
+        "--warmup",
+        "0",
+        "--out",
+        str(out),
+    ]
+    assert efficiency.main(argv) == 0
+    rows = efficiency.read_csv(out / "efficiency.csv")
+    assert [(r["mixer"], r["mode"], r["seconds"], r["status"]) for r in rows] == [("pom", "infer", 1, "ok")]
+    assert (out / "efficiency.png").stat().st_size > 1000
+    report = (out / "efficiency.md").read_text()
+    assert "| infer | 1 s |" in report and "hparams/pretrain/pom.yaml" in report
+    redrawn = tmp_path / "redrawn"
+    assert efficiency.main(["--from-csv", str(out / "efficiency.csv"), "--out", str(redrawn)]) == 0
+    assert (redrawn / "efficiency.png").stat().st_size > 1000
 
 
-def test_fallback_table_matches_the_pretraining_files(bench):
-    """The script's built-in table (used only when a YAML does not load) describes the same models
-    as hparams/pretrain: same parameter count and same mixer per layer."""
-    shared = [name for name in bench.MODELS if name in bench.HPARAMS_FILES]
-    assert {"relposmhaxl", "summarymixing", "pom"} <= set(shared)
-    for name in shared:
-        table, _ = bench.build_model(name, "table", layers=1)
-        yaml, _ = bench.build_model(name, "hparams", layers=1)
-        assert bench.count_params(table) == bench.count_params(yaml), name
-        assert repr(table.encoder.encoder.layers[0].mixer) == repr(yaml.encoder.encoder.layers[0].mixer), name
+def test_check_passes_on_cpu(tmp_path, keep_threads):
+    argv = [
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "--batch",
+        "2",
+        "--seconds",
+        "1",
+        "--chunk-size",
+        "8",
+        "--out",
+        str(tmp_path),
+    ]
+    assert check.main(argv) == 0
+    report = (tmp_path / "check.md").read_text()
+    assert report.count("| yes |") == 8 and "| NO |" not in report  # 2 implementations x 2 levels x 2 dtypes
+
+
+def test_floor_bytes():
+    batch, frames, d, width, params, elem = 2, 10, 8, 32, 100, 4
+    act, wide = batch * frames * d * elem, batch * frames * width * elem
+    assert floor.floor_bytes("infer", batch, frames, d, width, params, elem) == (
+        2 * act + 400,
+        2 * act + 400 + 10 * wide,
+    )
+    assert floor.floor_bytes("train", batch, frames, d, width, params, elem) == (
+        4 * act + 800,
+        4 * act + 800 + 30 * wide,
+    )
+
+
+def test_floor_rows_on_cpu():
+    rate, bandwidth = floor.measure_device_rates(torch.device("cpu"), torch.float32, matmul_size=64, copy_numel=4096)
+    assert rate > 0 and bandwidth > 0
+    info, rows = floor.pom_floor(
+        torch.device("cpu"), torch.float32, batch=1, seconds=1, chunk_size=8, rates=(1e11, 1e10), repeats=1
+    )
+    assert (info["d_model"], info["degree"], info["expansion"], info["frames"]) == (488, 2, 2, 25)
+    assert [(r["mode"], r["implementation"]) for r in rows] == [
+        (mode, impl) for mode in ("infer", "train") for impl in ("plain", "chunked", "fused")
+    ]
+    infer, train = rows[0], rows[3]
+    assert train["gflop"] == pytest.approx(3 * infer["gflop"], rel=0.02)  # backward: two more products per forward one
+    assert infer["matmul_floor_ms"] == pytest.approx(1000 * infer["gflop"] * 1e9 / 1e11)
+    assert all(r["time_ms"] > 0 and r["x_floor"] > 0 for r in rows)
+    saved = {r["implementation"]: r["saved_MiB"] for r in rows if r["mode"] == "train"}
+    assert saved["chunked"] < saved["plain"]  # the chunked path recomputes the wide intermediates
+    assert "| train | chunked |" in floor.markdown(info, rows)

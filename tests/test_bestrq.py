@@ -1,4 +1,5 @@
-"""Unit tests of pom.bestrq: quantizer, mask mapping, kill-safe checkpoints, hparams overlays."""
+"""Unit tests of pom.bestrq (quantizer, mask mapping) and of the pre-training recipe's support in
+pom.recipe (kill-safe checkpoints, encoder configuration, fingerprints, hparams overlays)."""
 
 import os
 import random
@@ -8,15 +9,9 @@ import torch
 from speechbrain.lobes.models.BESTRQ import compute_mask
 from speechbrain.nnet.quantisers import RandomProjectionQuantizer as SBQuantizer
 
-from pom.bestrq import (
-    EncoderConfig,
-    KillSafeCheckpointer,
-    RandomProjectionQuantizer,
-    load_hparams,
-    masked_stacked_indices,
-    module_fingerprint,
-    pad_to_multiple,
-)
+from pom.bestrq import RandomProjectionQuantizer, masked_stacked_indices, pad_to_multiple
+from pom.recipe.checkpoints import EncoderConfig, KillSafeCheckpointer, module_fingerprint
+from pom.recipe.hparams import load_hparams
 
 HPARAMS = os.path.join(os.path.dirname(__file__), "..", "hparams", "pretrain")
 
@@ -101,7 +96,9 @@ def test_encoder_config_refuses_other_architecture(tmp_path):
 
 
 def test_overlay_hparams(tmp_path):
-    overrides = f"data_folder: {tmp_path}\noutput_folder: {tmp_path}/out\nd_model: 32\nnum_layers: 1\nd_ffn: 64\ncb_vocab: 16\n"
+    overrides = (
+        f"data_folder: {tmp_path}\noutput_folder: {tmp_path}/out\nd_model: 32\nnum_layers: 1\nd_ffn: 64\ncb_vocab: 16\n"
+    )
     pom = load_hparams(os.path.join(HPARAMS, "pom.yaml"), overrides + "mixer_options: {degree: 3}\nwarmup_steps: 7")
     assert pom["mixer"] == "pom" and pom["lr"] == 0.001 and pom["weight_decay"] == 0.1
     assert pom["mixer_options"] == {"degree": 3, "expansion": 2}  # merged key by key
@@ -112,7 +109,9 @@ def test_overlay_hparams(tmp_path):
     with pytest.raises(KeyError, match="dmodel"):
         load_hparams(os.path.join(HPARAMS, "pom.yaml"), overrides + "dmodel: 3")
     # an option given twice on the command line: a one-line ValueError (the recipes print it)
-    with pytest.raises(ValueError, match='command-line overrides: found duplicate key "d_model".*give each --option once'):
+    with pytest.raises(
+        ValueError, match='command-line overrides: found duplicate key "d_model".*give each --option once'
+    ):
         load_hparams(os.path.join(HPARAMS, "pom.yaml"), overrides + "d_model: 16")
 
 

@@ -16,10 +16,12 @@ from speechbrain.utils.checkpoints import Checkpointer
 from speechbrain.utils.epoch_loop import EpochCounter
 
 import pom.convert as convert
-from pom.bestrq import EncoderConfig, load_hparams
-from pom.convert import CheckpointFormatError, convert_checkpoint, detect_format
+from pom.convert import CheckpointFormatError, convert_checkpoint, detect_format, speechbrain_conformer
+from pom.convert.__main__ import main as convert_main
 from pom.encoder import MixerEncoder
-from pom.finetune import check_pretrained_config, find_pretrained, load_pretrained
+from pom.recipe.checkpoints import EncoderConfig
+from pom.recipe.hparams import load_hparams
+from pom.recipe.pretrained import check_pretrained_config, find_pretrained, load_pretrained
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 D, NHEAD, LAYERS, FFN, KERNEL, CHANNELS, N_MELS = 64, 4, 2, 128, 7, (16, 8), 80
@@ -30,16 +32,33 @@ DEGREE, EXPANSION = 3, 2
 # ---------------------------------------------------------------------- building foreign runs
 def sb_cnn():
     return ConvolutionFrontEnd(
-        input_shape=(8, 10, N_MELS), num_blocks=2, num_layers_per_block=1, out_channels=CHANNELS,
-        kernel_sizes=(3, 3), strides=(2, 2), residuals=(False, False),
+        input_shape=(8, 10, N_MELS),
+        num_blocks=2,
+        num_layers_per_block=1,
+        out_channels=CHANNELS,
+        kernel_sizes=(3, 3),
+        strides=(2, 2),
+        residuals=(False, False),
     )
 
 
 def sb_transformer(attention_type):
     return TransformerASR(
-        tgt_vocab=10, input_size=CNN_OUT, d_model=D, nhead=NHEAD, num_encoder_layers=LAYERS, num_decoder_layers=0,
-        d_ffn=FFN, dropout=0.1, kernel_size=KERNEL, activation=nn.GELU, conformer_activation=nn.GELU,
-        encoder_module="conformer", attention_type=attention_type, normalize_before=True, causal=False,
+        tgt_vocab=10,
+        input_size=CNN_OUT,
+        d_model=D,
+        nhead=NHEAD,
+        num_encoder_layers=LAYERS,
+        num_decoder_layers=0,
+        d_ffn=FFN,
+        dropout=0.1,
+        kernel_size=KERNEL,
+        activation=nn.GELU,
+        conformer_activation=nn.GELU,
+        encoder_module="conformer",
+        attention_type=attention_type,
+        normalize_before=True,
+        causal=False,
     )
 
 
@@ -154,7 +173,11 @@ def write_hyperparams(folder, kind="speechbrain", d_model=D, norm_type="global")
     (references resolved, ``!new:`` tags kept)."""
     authors = kind == "authors"
     text = HYPERPARAMS.format(
-        d_model=d_model, nhead=NHEAD, layers=LAYERS, ffn=FFN, norm_type=norm_type,
+        d_model=d_model,
+        nhead=NHEAD,
+        layers=LAYERS,
+        ffn=FFN,
+        norm_type=norm_type,
         attention="PoM" if authors else "RelPosMHAXL",
         extra=f"degree: {DEGREE}\nexpand: {EXPANSION}" if authors else "",
         transformer_extra="    degree: !ref <degree>\n    expand: !ref <expand>" if authors else "",
@@ -177,13 +200,24 @@ def our_model(folder):
     encoder_config.json as hparams/pretrain/base.yaml builds them, then loaded strictly."""
     config = EncoderConfig.read(os.path.join(folder, "encoder_config.json"))
     cnn = ConvolutionFrontEnd(
-        input_shape=[8, 10, config["n_mels"]], num_blocks=2, num_layers_per_block=1,
-        out_channels=tuple(config["cnn_channels"]), kernel_sizes=(3, 3), strides=(2, 2), residuals=(False, False),
+        input_shape=[8, 10, config["n_mels"]],
+        num_blocks=2,
+        num_layers_per_block=1,
+        out_channels=tuple(config["cnn_channels"]),
+        kernel_sizes=(3, 3),
+        strides=(2, 2),
+        residuals=(False, False),
     )
     encoder = MixerEncoder(
-        config["cnn_output_size"], config["d_model"], config["num_layers"], config["d_ffn"], mixer=config["mixer"],
-        mixer_options=config["mixer_options"], kernel_size=config["kernel_size"],
-        activation=convert.import_dotted(config["activation"]), positional_encoding=config["positional_encoding"],
+        config["cnn_output_size"],
+        config["d_model"],
+        config["num_layers"],
+        config["d_ffn"],
+        mixer=config["mixer"],
+        mixer_options=config["mixer_options"],
+        kernel_size=config["kernel_size"],
+        activation=convert.import_dotted(config["activation"]),
+        positional_encoding=config["positional_encoding"],
         causal=config["causal"],
     )
     model = nn.ModuleList([cnn, encoder])
@@ -208,10 +242,22 @@ def test_speechbrain_bestrq_run_gives_the_same_normaliser_and_encoder(tmp_path, 
     assert sorted(os.listdir(out)) == ["converted_from.json", "encoder_config.json", "model.ckpt", "normalize.ckpt"]
     ours, our_norm, config = our_model(out)
     assert config == {
-        "causal": False, "mixer": "relposmhaxl", "mixer_options": {"nhead": NHEAD, "dropout": 0.1},
-        "positional_encoding": None, "d_model": D, "num_layers": LAYERS, "d_ffn": FFN, "kernel_size": KERNEL,
-        "activation": "torch.nn.modules.activation.GELU", "cnn_channels": list(CHANNELS), "cnn_output_size": CNN_OUT,
-        "n_mels": N_MELS, "sample_rate": 16000, "n_fft": 400, "hop_length": 10, "norm_type": "global",
+        "causal": False,
+        "mixer": "relposmhaxl",
+        "mixer_options": {"nhead": NHEAD, "dropout": 0.1},
+        "positional_encoding": None,
+        "d_model": D,
+        "num_layers": LAYERS,
+        "d_ffn": FFN,
+        "kernel_size": KERNEL,
+        "activation": "torch.nn.modules.activation.GELU",
+        "cnn_channels": list(CHANNELS),
+        "cnn_output_size": CNN_OUT,
+        "n_mels": N_MELS,
+        "sample_rate": 16000,
+        "n_fft": 400,
+        "hop_length": 10,
+        "norm_type": "global",
     }
     record = json.loads(open(os.path.join(out, "converted_from.json"), encoding="utf-8").read())
     latest = Checkpointer(os.path.join(run, "save")).find_checkpoint()
@@ -247,7 +293,9 @@ def test_sentence_normalisation_run_is_recorded_as_such(tmp_path):
     stats = torch.load(os.path.join(out, "normalize.ckpt"), weights_only=True)
     assert stats["count"] == 0 and stats["glob_mean"].numel() == 0
     feats = features()
-    torch.testing.assert_close(norm(feats, torch.ones(3)), InputNormalization(norm_type="sentence")(feats, torch.ones(3)))
+    torch.testing.assert_close(
+        norm(feats, torch.ones(3)), InputNormalization(norm_type="sentence")(feats, torch.ones(3))
+    )
 
 
 # ---------------------------------------------------------------------- (ii) the PoM authors' checkpoints
@@ -258,8 +306,14 @@ def authors_run(folder, hyperparams=True):
     os.makedirs(folder, exist_ok=True)
     torch.save(model.state_dict(), os.path.join(folder, "model.ckpt"))
     g = torch.Generator().manual_seed(3)
-    stats = {"count": 7, "glob_mean": torch.randn(N_MELS, generator=g), "glob_std": 1 + torch.rand(N_MELS, generator=g),
-             "spk_dict_mean": {}, "spk_dict_std": {}, "spk_dict_count": {}}
+    stats = {
+        "count": 7,
+        "glob_mean": torch.randn(N_MELS, generator=g),
+        "glob_std": 1 + torch.rand(N_MELS, generator=g),
+        "spk_dict_mean": {},
+        "spk_dict_std": {},
+        "spk_dict_count": {},
+    }
     torch.save(stats, os.path.join(folder, "normalize.ckpt"))
     if hyperparams:
         write_hyperparams(folder, "authors")
@@ -278,8 +332,10 @@ def test_authors_pom_matches_the_equation_computed_from_their_tensors(tmp_path):
     pad[1, 6:] = True
     for layer in range(LAYERS):
         prefix = f"1.transformer.encoder.layers.{layer}.mha_layer."
-        w = {name: (src[f"{prefix}mh_pom.{name}.weight"], src[f"{prefix}mh_pom.{name}.bias"])
-             for name in ("po_proj", "se_proj", "ag_proj")}
+        w = {
+            name: (src[f"{prefix}mh_pom.{name}.weight"], src[f"{prefix}mh_pom.{name}.bias"])
+            for name in ("po_proj", "se_proj", "ag_proj")
+        }
         ln_w, ln_b = src[prefix + "layer_norm.weight"], src[prefix + "layer_norm.bias"]
         branches = F.gelu(x @ w["po_proj"][0].T + w["po_proj"][1]).chunk(DEGREE, dim=-1)
         terms = torch.cat([branches[0], branches[0] * branches[1], branches[0] * branches[1] * branches[2]], dim=-1)
@@ -309,15 +365,23 @@ def test_authors_run_gives_the_same_encoder_on_unpadded_input(tmp_path):
 
 def test_authors_degree_comes_from_options_without_hyperparams(tmp_path):
     authors_run(str(tmp_path / "ckpt"), hyperparams=False)
-    with pytest.raises(CheckpointFormatError, match=r"model\.ckpt: PoM degree and expansion cannot be told apart .*pass degree=") as err:
+    with pytest.raises(
+        CheckpointFormatError, match=r"model\.ckpt: PoM degree and expansion cannot be told apart .*pass degree="
+    ) as err:
         convert_checkpoint(str(tmp_path / "ckpt"), str(tmp_path / "a"))
     assert "\n" not in str(err.value)
     with pytest.raises(CheckpointFormatError, match=r"degree 4 x expansion 1 \(options\) != 6"):
         convert_checkpoint(str(tmp_path / "ckpt"), str(tmp_path / "a"), degree=4)
     out = convert_checkpoint(str(tmp_path / "ckpt"), str(tmp_path / "b"), degree=DEGREE)
-    assert EncoderConfig.read(os.path.join(out, "encoder_config.json"))["mixer_options"] == {"degree": 3, "expansion": 2}
+    assert EncoderConfig.read(os.path.join(out, "encoder_config.json"))["mixer_options"] == {
+        "degree": 3,
+        "expansion": 2,
+    }
     out = convert_checkpoint(str(tmp_path / "ckpt"), str(tmp_path / "c"), expansion=3)  # the shapes fit k=2, D=3 too
-    assert EncoderConfig.read(os.path.join(out, "encoder_config.json"))["mixer_options"] == {"degree": 2, "expansion": 3}
+    assert EncoderConfig.read(os.path.join(out, "encoder_config.json"))["mixer_options"] == {
+        "degree": 2,
+        "expansion": 3,
+    }
 
 
 # ---------------------------------------------------------------------- (iii) errors
@@ -332,26 +396,55 @@ def test_unknown_or_unsupported_layouts_are_refused_in_one_line(tmp_path):
     unknown = tmp_path / "unknown"
     unknown.mkdir()
     torch.save({"encoder.weight": torch.zeros(2, 2)}, unknown / "model.ckpt")
-    one_line_error(CheckpointFormatError, r"unknown/model\.ckpt: not a BEST-RQ .*1 tensors, e\.g\. encoder\.weight",
-                   str(unknown), str(tmp_path / "o1"))
+    one_line_error(
+        CheckpointFormatError,
+        r"unknown/model\.ckpt: not a BEST-RQ .*1 tensors, e\.g\. encoder\.weight",
+        str(unknown),
+        str(tmp_path / "o1"),
+    )
     (unknown / "model.ckpt").write_text("not a checkpoint")
-    one_line_error(CheckpointFormatError, r"unknown/model\.ckpt: cannot be read as a PyTorch state dict", str(unknown), str(tmp_path / "o2"))
+    one_line_error(
+        CheckpointFormatError,
+        r"unknown/model\.ckpt: cannot be read as a PyTorch state dict",
+        str(unknown),
+        str(tmp_path / "o2"),
+    )
     (tmp_path / "empty").mkdir()
-    one_line_error(FileNotFoundError, r"empty holds no pre-trained model .*found nothing", str(tmp_path / "empty"), str(tmp_path / "o3"))
+    one_line_error(
+        FileNotFoundError,
+        r"empty holds no pre-trained model .*found nothing",
+        str(tmp_path / "empty"),
+        str(tmp_path / "o3"),
+    )
     one_line_error(FileNotFoundError, "does not exist", str(tmp_path / "missing"), str(tmp_path / "o4"))
 
     mha = save_run(str(tmp_path / "mha"), sb_model("regularMHA"), global_normalizer())
-    one_line_error(CheckpointFormatError, r"Conformer whose token mixer \(mha_layer\.att\) is neither RelPosMHAXL", mha, str(tmp_path / "o5"))
+    one_line_error(
+        CheckpointFormatError,
+        r"Conformer whose token mixer \(mha_layer\.att\) is neither RelPosMHAXL",
+        mha,
+        str(tmp_path / "o5"),
+    )
 
     other = save_run(str(tmp_path / "other"), sb_model(), global_normalizer())
     write_hyperparams(other, d_model=576)
-    one_line_error(CheckpointFormatError, r"d_model is 64 in the tensors but 576 in .*hyperparams\.yaml", other, str(tmp_path / "o6"))
+    one_line_error(
+        CheckpointFormatError,
+        r"d_model is 64 in the tensors but 576 in .*hyperparams\.yaml",
+        other,
+        str(tmp_path / "o6"),
+    )
     write_hyperparams(other, norm_type="speaker")
     one_line_error(CheckpointFormatError, r"norm_type 'speaker' is not supported", other, str(tmp_path / "o7"))
 
     global_without_stats = save_run(str(tmp_path / "nostats"), sb_model(), InputNormalization(norm_type="global"))
     write_hyperparams(global_without_stats)
-    one_line_error(CheckpointFormatError, r"normalize\.ckpt: norm_type global but no statistics", global_without_stats, str(tmp_path / "o8"))
+    one_line_error(
+        CheckpointFormatError,
+        r"normalize\.ckpt: norm_type global but no statistics",
+        global_without_stats,
+        str(tmp_path / "o8"),
+    )
     for name in ("o1", "o2", "o3", "o4", "o5", "o6", "o7", "o8"):
         assert not (tmp_path / name).exists()
     assert not [p for p in os.listdir(tmp_path) if ".tmp-" in p], "no temporary folder left behind"
@@ -362,7 +455,9 @@ def test_existing_output_folder_is_never_clobbered(tmp_path):
     taken = tmp_path / "taken"
     taken.mkdir()
     (taken / "notes.txt").write_text("mine")
-    one_line_error(CheckpointFormatError, r"taken already exists and is not a conversion", run, str(taken), overwrite=True)
+    one_line_error(
+        CheckpointFormatError, r"taken already exists and is not a conversion", run, str(taken), overwrite=True
+    )
     assert (taken / "notes.txt").read_text() == "mine"
 
 
@@ -375,44 +470,61 @@ def test_our_own_layout_is_returned_unchanged(tmp_path):
 
 def test_command_line(tmp_path, capsys):
     authors_run(str(tmp_path / "ckpt"), hyperparams=False)
-    assert convert.main([str(tmp_path / "ckpt"), str(tmp_path / "out"), "--degree", "3"]) == str(tmp_path / "out")
+    assert convert_main([str(tmp_path / "ckpt"), str(tmp_path / "out"), "--degree", "3"]) == str(tmp_path / "out")
     printed = capsys.readouterr().out
-    assert "PoM authors'" in printed and "mixer pom (degree 3, expansion 2)" in printed and "norm_type global" in printed
-    convert.main([str(tmp_path / "out"), str(tmp_path / "out3")])
+    assert (
+        "PoM authors'" in printed and "mixer pom (degree 3, expansion 2)" in printed and "norm_type global" in printed
+    )
+    convert_main([str(tmp_path / "out"), str(tmp_path / "out3")])
     assert "already in pom-speech's layout: nothing converted" in capsys.readouterr().out
     assert not (tmp_path / "out3").exists()
     with pytest.raises(SystemExit) as err:
-        convert.main([str(tmp_path / "ckpt"), str(tmp_path / "out2")])
+        convert_main([str(tmp_path / "ckpt"), str(tmp_path / "out2")])
     assert str(err.value).startswith("Error: ") and "--degree K" in str(err.value) and "\n" not in str(err.value)
 
 
 # ---------------------------------------------------------------------- (iv) find_pretrained
 def tiny_finetune_hparams(yaml, norm_type, extra=""):
-    sizes = {"d_model": D, "nhead": NHEAD, "num_layers": LAYERS, "d_ffn": FFN, "kernel_size": KERNEL,
-             "cnn_channels": "(16, 8)", "cnn_output_size": CNN_OUT, "norm_type": norm_type}
+    sizes = {
+        "d_model": D,
+        "nhead": NHEAD,
+        "num_layers": LAYERS,
+        "d_ffn": FFN,
+        "kernel_size": KERNEL,
+        "cnn_channels": "(16, 8)",
+        "cnn_output_size": CNN_OUT,
+        "norm_type": norm_type,
+    }
     text = "\n".join(f"{k}: {v}" for k, v in sizes.items())
-    return load_hparams(os.path.join(ROOT, "hparams", "finetune", yaml),
-                        f"data_folder: x\npretrained_path: none\ndnn_neurons: 32\n{text}\n{extra}")
+    return load_hparams(
+        os.path.join(ROOT, "hparams", "finetune", yaml),
+        f"data_folder: x\npretrained_path: none\ndnn_neurons: 32\n{text}\n{extra}",
+    )
 
 
 def test_find_pretrained_converts_once_into_import_dir(tmp_path, monkeypatch):
     run = save_run(str(tmp_path / "run"), sb_model(), global_normalizer())
-    with pytest.raises(CheckpointFormatError, match=r"is a SpeechBrain BEST-RQ checkpoint .*: give an import folder") as err:
+    with pytest.raises(
+        CheckpointFormatError, match=r"is a SpeechBrain BEST-RQ checkpoint .*: give an import folder"
+    ) as err:
         find_pretrained(run)
     assert "\n" not in str(err.value)
 
     imported = str(tmp_path / "ft" / "imported")
     found = find_pretrained(run, import_dir=imported)
-    assert found == {"dir": imported, "model": os.path.join(imported, "model.ckpt"),
-                     "normalize": os.path.join(imported, "normalize.ckpt"),
-                     "config": os.path.join(imported, "encoder_config.json")}
+    assert found == {
+        "dir": imported,
+        "model": os.path.join(imported, "model.ckpt"),
+        "normalize": os.path.join(imported, "normalize.ckpt"),
+        "config": os.path.join(imported, "encoder_config.json"),
+    }
     written = os.stat(found["model"]).st_mtime_ns
 
     def no_second_conversion(*args, **kwargs):
         raise AssertionError("converted twice")
 
     with monkeypatch.context() as m:
-        m.setattr(convert, "_convert_tensors", no_second_conversion)
+        m.setattr(speechbrain_conformer, "rename_tensors", no_second_conversion)
         assert find_pretrained(run, import_dir=imported) == found
         assert find_pretrained(os.path.join(run, "save"), import_dir=imported) == found
     assert os.stat(found["model"]).st_mtime_ns == written
@@ -420,7 +532,9 @@ def test_find_pretrained_converts_once_into_import_dir(tmp_path, monkeypatch):
     # What the fine-tuning recipe does next: compare with its YAML, then load strictly.
     hparams = tiny_finetune_hparams("relposmhaxl.yaml", "global")
     assert check_pretrained_config(found, hparams["encoder_config"], "relposmhaxl.yaml") == 16
-    load_pretrained(found, hparams["pt_model"], hparams["normalize"], hparams["encoder_config"], str(tmp_path / "collect"))
+    load_pretrained(
+        found, hparams["pt_model"], hparams["normalize"], hparams["encoder_config"], str(tmp_path / "collect")
+    )
     assert hparams["normalize"].count > 0
 
     # A newer checkpoint in the run: converted again, in place of the old conversion.
@@ -434,9 +548,13 @@ def test_find_pretrained_converts_once_into_import_dir(tmp_path, monkeypatch):
 def test_find_pretrained_with_authors_checkpoint_and_pom_finetuning_yaml(tmp_path):
     authors_run(str(tmp_path / "ckpt"))
     found = find_pretrained(str(tmp_path / "ckpt"), import_dir=str(tmp_path / "imported"))
-    hparams = tiny_finetune_hparams("pom.yaml", "global", f"mixer_options: {{degree: {DEGREE}, expansion: {EXPANSION}}}")
+    hparams = tiny_finetune_hparams(
+        "pom.yaml", "global", f"mixer_options: {{degree: {DEGREE}, expansion: {EXPANSION}}}"
+    )
     assert check_pretrained_config(found, hparams["encoder_config"], "pom.yaml") == 16
-    load_pretrained(found, hparams["pt_model"], hparams["normalize"], hparams["encoder_config"], str(tmp_path / "collect"))
+    load_pretrained(
+        found, hparams["pt_model"], hparams["normalize"], hparams["encoder_config"], str(tmp_path / "collect")
+    )
 
 
 def test_find_pretrained_keeps_its_behaviour_for_our_layout_and_unknown_files(tmp_path):
@@ -466,8 +584,15 @@ def test_speechbrain_bestrq_run_fine_tunes_with_the_recipe(tmp_path, synthetic_l
     save_run(sb_run, sb_model(seed=3), norm)
     write_hyperparams(sb_run)
     out = tmp_path / "finetune"
-    sizes = [f"--d_model={D}", f"--nhead={NHEAD}", f"--num_layers={LAYERS}", f"--d_ffn={FFN}",
-             f"--kernel_size={KERNEL}", "--cnn_channels=(16,8)", f"--cnn_output_size={CNN_OUT}"]
+    sizes = [
+        f"--d_model={D}",
+        f"--nhead={NHEAD}",
+        f"--num_layers={LAYERS}",
+        f"--d_ffn={FFN}",
+        f"--kernel_size={KERNEL}",
+        "--cnn_channels=(16,8)",
+        f"--cnn_output_size={CNN_OUT}",
+    ]
     run(FINETUNE, "finetune/relposmhaxl.yaml", [
         f"--data_folder={synthetic_librispeech}", f"--output_folder={out}", f"--pretrained_path={sb_run}",
         "--number_of_epochs=2", "--test_decoding=greedy", "--test_splits=[test-clean]", *sizes, *TINY_FINETUNE,

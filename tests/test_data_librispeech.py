@@ -60,7 +60,15 @@ def first_utt(root, split="dev-clean"):
 
 def test_csvs_match_files(synthetic_librispeech, tmp_path):
     save = str(tmp_path / "csv")
-    prepare_librispeech(synthetic_librispeech, save, tr_splits=TRAIN, dev_splits=DEV, te_splits=TEST, merge_lst=TRAIN, merge_name="train.csv")
+    prepare_librispeech(
+        synthetic_librispeech,
+        save,
+        tr_splits=TRAIN,
+        dev_splits=DEV,
+        te_splits=TEST,
+        merge_lst=TRAIN,
+        merge_name="train.csv",
+    )
     assert sorted(os.listdir(save)) == sorted([s + ".csv" for s in ALL_SPLITS] + ["train.csv", OPT_FILE])
     for split in ALL_SPLITS:
         rows = read_csv(os.path.join(save, split + ".csv"))
@@ -107,7 +115,16 @@ def test_skip_prep_and_run_on_main(small_root, tmp_path):
     save = str(tmp_path / "csv")
     prepare_librispeech(small_root, save, dev_splits=["dev-clean"], skip_prep=True)
     assert not os.path.exists(save)
-    run_on_main(prepare_librispeech, kwargs={"data_folder": small_root, "save_folder": save, "te_splits": ["test-clean"], "merge_lst": ["test-clean"], "merge_name": "all.csv"})
+    run_on_main(
+        prepare_librispeech,
+        kwargs={
+            "data_folder": small_root,
+            "save_folder": save,
+            "te_splits": ["test-clean"],
+            "merge_lst": ["test-clean"],
+            "merge_name": "all.csv",
+        },
+    )
     assert read_csv(os.path.join(save, "all.csv")) == read_csv(os.path.join(save, "test-clean.csv"))
 
 
@@ -205,7 +222,12 @@ def test_on_error_skip_counts_in_log(small_root, tmp_path, caplog):
 
 def test_interrupted_preparation_reruns_to_complete_csvs(small_root, tmp_path, monkeypatch):
     save = str(tmp_path / "csv")
-    kwargs = dict(dev_splits=["dev-clean"], te_splits=["test-clean"], merge_lst=["dev-clean", "test-clean"], merge_name="train.csv")
+    kwargs = dict(
+        dev_splits=["dev-clean"],
+        te_splits=["test-clean"],
+        merge_lst=["dev-clean", "test-clean"],
+        merge_name="train.csv",
+    )
     prepare_librispeech(small_root, save, **kwargs)
     reference = {f: open(os.path.join(save, f)).read() for f in os.listdir(save) if f.endswith(".csv")}
 

@@ -49,7 +49,10 @@ def test_layout_audio_and_transcripts(synthetic_librispeech):
         assert len(flacs) >= 4, split
         lines = {}
         for trans in _files(os.path.join(root, split), ".trans.txt"):
-            spk, chap = os.path.basename(os.path.dirname(os.path.dirname(trans))), os.path.basename(os.path.dirname(trans))
+            spk, chap = (
+                os.path.basename(os.path.dirname(os.path.dirname(trans))),
+                os.path.basename(os.path.dirname(trans)),
+            )
             assert os.path.basename(trans) == f"{spk}-{chap}.trans.txt"
             for line in open(trans, encoding="utf-8"):
                 utt_id, words = line.rstrip("\n").split(" ", 1)
@@ -159,7 +162,21 @@ def test_bad_arguments():
 
 
 def test_cli(tmp_path, capsys):
-    synthetic.main(["--out", str(tmp_path), "--hours", "0.005", "--seed", "1", "--splits", "test-other", "--no-progress", "--workers", "1"])
+    synthetic.main(
+        [
+            "--out",
+            str(tmp_path),
+            "--hours",
+            "0.005",
+            "--seed",
+            "1",
+            "--splits",
+            "test-other",
+            "--no-progress",
+            "--workers",
+            "1",
+        ]
+    )
     out = capsys.readouterr().out
     assert "utterances" in out and str(tmp_path) in out
     assert _files(str(tmp_path / "LibriSpeech" / "test-other"), ".flac")

@@ -9,7 +9,7 @@ from speechbrain.nnet.attention import RelPosEncXL
 from speechbrain.utils.dynamic_chunk_training import DynChunkTrainConfig
 
 from pom.encoder import MixerConformerEncoder, MixerEncoder, convert_speechbrain_conformer_state_dict
-from pom.mixers import PolynomialMixer, RelPosMHAXLMixer
+from pom.mixers import MIXERS, PolynomialMixer, RelPosMHAXLMixer
 
 D, FFN, LAYERS = 32, 64, 2
 MIXER_OPTIONS = {
@@ -26,10 +26,17 @@ MIXER_OPTIONS = {
 }
 
 
+def test_every_registered_mixer_runs_in_the_encoder_tests():
+    missing = sorted(set(MIXERS) - set(MIXER_OPTIONS))
+    assert not missing, f"registered mixers without options in tests/test_encoder.py MIXER_OPTIONS: {missing}"
+
+
 def sb_and_ours(kernel_size=7):
     torch.manual_seed(0)
     sb = ConformerEncoder(LAYERS, D, FFN, nhead=4, kernel_size=kernel_size, attention_type="RelPosMHAXL", dropout=0.1)
-    ours = MixerConformerEncoder(LAYERS, D, FFN, mixer="relposmhaxl", mixer_options={"nhead": 4}, kernel_size=kernel_size, dropout=0.1)
+    ours = MixerConformerEncoder(
+        LAYERS, D, FFN, mixer="relposmhaxl", mixer_options={"nhead": 4}, kernel_size=kernel_size, dropout=0.1
+    )
     missing = ours.load_state_dict(convert_speechbrain_conformer_state_dict(sb.state_dict()), strict=True)
     assert not missing.missing_keys and not missing.unexpected_keys
     return sb.eval(), ours.eval()
@@ -52,7 +59,9 @@ def test_same_output_as_speechbrain_conformer_encoder_with_rope_attention():
     """SpeechBrain's ConformerEncoder(attention_type="RoPEMHA") and ours with `ropemha`, same weights."""
     torch.manual_seed(0)
     sb = ConformerEncoder(LAYERS, D, FFN, nhead=4, kernel_size=7, attention_type="RoPEMHA", dropout=0.1).eval()
-    ours = MixerConformerEncoder(LAYERS, D, FFN, mixer="ropemha", mixer_options={"nhead": 4}, kernel_size=7, dropout=0.1)
+    ours = MixerConformerEncoder(
+        LAYERS, D, FFN, mixer="ropemha", mixer_options={"nhead": 4}, kernel_size=7, dropout=0.1
+    )
     result = ours.load_state_dict(convert_speechbrain_conformer_state_dict(sb.state_dict()), strict=True)
     assert not result.missing_keys and not result.unexpected_keys
     ours.eval()
@@ -90,8 +99,16 @@ def test_padding_does_not_leak_through_the_convolution_unlike_speechbrain():
 @pytest.mark.parametrize("name", list(MIXER_OPTIONS))
 def test_full_encoder_padding_invariance_and_gradients(name):
     torch.manual_seed(0)
-    enc = MixerEncoder(40, D, LAYERS, FFN, mixer=name, mixer_options=MIXER_OPTIONS[name], kernel_size=7,
-                       positional_encoding=None if name in ("relposmhaxl", "ropemha") else "fixed_abs_sine").eval()
+    enc = MixerEncoder(
+        40,
+        D,
+        LAYERS,
+        FFN,
+        mixer=name,
+        mixer_options=MIXER_OPTIONS[name],
+        kernel_size=7,
+        positional_encoding=None if name in ("relposmhaxl", "ropemha") else "fixed_abs_sine",
+    ).eval()
     short = torch.randn(1, 10, 40)
     batch = torch.cat([torch.cat([short, 20 * torch.randn(1, 6, 40)], dim=1), torch.randn(1, 16, 40)], dim=0)
     with torch.no_grad():
@@ -148,3 +165,35 @@ def test_causal_encoder_never_reads_the_future():
     y[:, 8:] += 3.0
     with torch.no_grad():
         torch.testing.assert_close(enc(x)[0][:, :8], enc(y)[0][:, :8], atol=1e-5, rtol=1e-5)
+
+
+class ForeignMixer(torch.nn.Module):
+    """A user's mixer that knows nothing of pom.mixers.base.TokenMixer: a masked mean."""
+
+    def __init__(self, d_model):
+        super().__init__()
+        self.proj = torch.nn.Linear(d_model, d_model)
+
+    def forward(self, x, padding_mask=None):
+        valid = torch.ones(x.shape[:2], dtype=x.dtype) if padding_mask is None else (~padding_mask).to(x.dtype)
+        mean = (self.proj(x) * valid.unsqueeze(-1)).sum(1, keepdim=True) / valid.sum(1).view(-1, 1, 1)
+        return mean.expand_as(x)
+
+
+def test_a_foreign_module_works_as_a_mixer_with_the_protocol_defaults():
+    """Any nn.Module (YAML !name:) is used as it is; what it did not declare is refused clearly."""
+    torch.manual_seed(0)
+    enc = MixerConformerEncoder(2, D, FFN, mixer=ForeignMixer, kernel_size=3).eval()
+    assert isinstance(enc.layers[0].mixer, ForeignMixer) and enc.pos_encoder is None
+    short = torch.randn(1, 6, D)
+    batch = torch.cat([torch.cat([short, 9 * torch.randn(1, 3, D)], dim=1), torch.randn(1, 9, D)])
+    pad = torch.zeros(2, 9, dtype=torch.bool)
+    pad[0, 6:] = True
+    with torch.no_grad():
+        torch.testing.assert_close(enc(batch, src_key_padding_mask=pad)[0][:1, :6], enc(short)[0], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="ForeignMixer cannot be trained with dynamic chunks"):
+        enc(batch, dynchunktrain_config=DynChunkTrainConfig(chunk_size=4))
+    with pytest.raises(ValueError, match="ForeignMixer takes no attention mask"):
+        enc(batch, src_mask=torch.zeros(9, 9, dtype=torch.bool))
+    with pytest.raises(ValueError, match="ForeignMixer has no streaming mode"):
+        enc.forward_streaming(short, enc.make_streaming_context())

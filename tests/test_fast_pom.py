@@ -1,11 +1,13 @@
-"""The chunked PoM implementation computes exactly what the plain one does (CPU)."""
+"""The chunked PoM implementation computes exactly what the plain one does (CPU):
+the chunked op against its reference twin on the mixers' own tensors, and the
+``implementation`` option of the mixers."""
 
 import pytest
 import torch
 
 from pom.encoder import MixerEncoder
 from pom.mixers import FrequencyAwarePolynomialMixer, PolynomialMixer, SelectivePolynomialMixer
-from pom.mixers.fast_polynomial import chunked_polynomial_mixing, expansion_functions
+from pom.ops.polynomial import chunked, reference
 
 D = 12
 
@@ -30,12 +32,19 @@ def batch(t=23, dtype=torch.float64, pad=True):
     return x, (mask if pad else None)
 
 
-def plain_mixing(mixer, x, mask):
-    """The plain PoM path without the output LayerNorm."""
-    from pom.mixers import masked_mean
+def op_arguments(mixer):
+    """What a PoM mixer hands its mixing op: form, its tensors, W_o and b_o."""
+    return mixer.polynomial_form, mixer.polynomial_parameters(), mixer.output_proj.weight, mixer.output_proj.bias
 
-    terms, gate = mixer.expand(x)
-    return mixer.output_proj(mixer.dropout(gate * masked_mean(terms, mask)))
+
+def plain_mixing(mixer, x, mask):
+    """The plain PoM path without the output LayerNorm (the reference op)."""
+    return reference.polynomial_mixing(x, *op_arguments(mixer), mask)
+
+
+def chunked_mixing(mixer, x, mask=None, chunk_size=chunked.DEFAULT_CHUNK_SIZE):
+    """The chunked op on the same tensors."""
+    return chunked.polynomial_mixing(x, *op_arguments(mixer), mask, chunk_size=chunk_size)
 
 
 def grads(mixer, x, out_fn):
@@ -49,14 +58,15 @@ def grads(mixer, x, out_fn):
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_separable_expansions_match_expand(name):
+def test_separate_terms_and_gate_match_the_joint_expansion(name):
+    """The chunked op computes P(x) and s(x) in separate passes; the reference both at once."""
     torch.manual_seed(0)
     mixer = CASES[name]().double()
     x, _ = batch()
-    terms_fn, gate_fn = expansion_functions(mixer)
-    terms, gate = mixer.expand(x)
-    torch.testing.assert_close(terms_fn(mixer, x), terms, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(gate_fn(mixer, x), gate, rtol=1e-12, atol=1e-12)
+    form, params = mixer.polynomial_form, mixer.polynomial_parameters()
+    terms, gate = form.terms_and_gate(x, params)
+    torch.testing.assert_close(form.terms(x, params), terms, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(form.gate(x, params), gate, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -67,7 +77,7 @@ def test_chunked_outputs_and_gradients_match_plain(name, chunk_size, pad):
     mixer = CASES[name]().double().train()
     x, mask = batch(pad=pad)
     out_p, gx_p, gp_p = grads(mixer, x, lambda x: plain_mixing(mixer, x, mask))
-    out_c, gx_c, gp_c = grads(mixer, x, lambda x: chunked_polynomial_mixing(mixer, x, mask, chunk_size))
+    out_c, gx_c, gp_c = grads(mixer, x, lambda x: chunked_mixing(mixer, x, mask, chunk_size))
     torch.testing.assert_close(out_c, out_p, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(gx_c, gx_p, rtol=1e-10, atol=1e-10)
     assert gp_c.keys() == gp_p.keys()
@@ -84,7 +94,7 @@ def test_gradcheck_float64():
     x = torch.randn(2, 7, 4, dtype=torch.float64, requires_grad=True)
     mask = torch.zeros(2, 7, dtype=torch.bool)
     mask[1, 5:] = True
-    assert torch.autograd.gradcheck(lambda x: chunked_polynomial_mixing(mixer, x, mask, 3), (x,))
+    assert torch.autograd.gradcheck(lambda x: chunked_mixing(mixer, x, mask, 3), (x,))
 
 
 @pytest.mark.parametrize("cls", [PolynomialMixer, SelectivePolynomialMixer, FrequencyAwarePolynomialMixer])
@@ -110,7 +120,7 @@ def test_bfloat16_autocast_matches_plain():
     x, mask = batch(dtype=torch.float32)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out_p, gx_p, gp_p = grads(mixer, x, lambda x: plain_mixing(mixer, x, mask))
-        out_c, gx_c, gp_c = grads(mixer, x, lambda x: chunked_polynomial_mixing(mixer, x, mask, 5))
+        out_c, gx_c, gp_c = grads(mixer, x, lambda x: chunked_mixing(mixer, x, mask, 5))
     assert out_c.dtype == out_p.dtype == torch.bfloat16
     torch.testing.assert_close(out_c.float(), out_p.float(), rtol=2e-2, atol=2e-2)
     for n in gp_p:
@@ -121,10 +131,19 @@ def test_bfloat16_autocast_matches_plain():
 def test_encoder_with_chunked_pom_matches_plain():
     options = {"degree": 2, "expansion": 2}
     torch.manual_seed(0)
-    plain = MixerEncoder(20, 16, 2, 32, "pom", options, kernel_size=3, dropout=0.0, positional_encoding="fixed_abs_sine")
+    plain = MixerEncoder(
+        20, 16, 2, 32, "pom", options, kernel_size=3, dropout=0.0, positional_encoding="fixed_abs_sine"
+    )
     fast = MixerEncoder(
-        20, 16, 2, 32, "pom", {**options, "implementation": "chunked", "chunk_size": 3},
-        kernel_size=3, dropout=0.0, positional_encoding="fixed_abs_sine",
+        20,
+        16,
+        2,
+        32,
+        "pom",
+        {**options, "implementation": "chunked", "chunk_size": 3},
+        kernel_size=3,
+        dropout=0.0,
+        positional_encoding="fixed_abs_sine",
     )
     fast.load_state_dict(plain.state_dict())
     src = torch.randn(2, 10, 20)
@@ -140,7 +159,19 @@ def test_unsupported_modes_are_refused_clearly():
     with pytest.raises(ValueError, match="implementation"):
         PolynomialMixer(D, implementation="triton")
     with pytest.raises(NotImplementedError, match="causal"):
-        chunked_polynomial_mixing(PolynomialMixer(D, causal=True), torch.randn(1, 4, D))
+        chunked.polynomial_mixing(torch.randn(1, 4, D), *op_arguments(PolynomialMixer(D)), causal=True)
+    with pytest.raises(NotImplementedError, match="dropout"):
+        chunked.polynomial_mixing(torch.randn(1, 4, D), *op_arguments(PolynomialMixer(D)), dropout_p=0.1)
+
+
+def test_implementation_is_chosen_once_at_construction():
+    """The mixing op is validated and stored by __init__; switching later is refused, not ignored."""
+    mixer = PolynomialMixer(D, implementation="chunked", chunk_size=4)
+    assert mixer.implementation == "chunked" and mixer.chunk_size == 4
+    with pytest.raises(AttributeError, match="chosen at construction"):
+        mixer.implementation = "plain"
+    with pytest.raises(ValueError, match="chunk_size must be >= 1"):
+        PolynomialMixer(D, implementation="chunked", chunk_size=0)
 
 
 def test_activation_memory_does_not_grow_with_the_state_width():

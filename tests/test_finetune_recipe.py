@@ -12,19 +12,16 @@ from finetune_helpers import (
     ROOT,
     TINY_FINETUNE,
     TINY_MODEL,
+    recipe_check,
     run,
     tiny_finetuned,
     tiny_pretrained,
     train_log,
 )
 
-from pom.bestrq import load_hparams
-from pom.finetune import (
-    CTCTokens,
-    PretrainedMismatchError,
-    find_pretrained,
-    load_pretrained,
-)
+from pom.recipe.hparams import load_hparams
+from pom.recipe.pretrained import PretrainedMismatchError, find_pretrained, load_pretrained
+from pom.recipe.tokens import CTCTokens
 
 SPLITS = ("dev-clean", "dev-other", "test-clean", "test-other")
 
@@ -45,7 +42,8 @@ def tiny_hparams(yaml="pom.yaml", **changes):
     sizes.update({k: str(v) for k, v in changes.items()})
     text = "\n".join(f"{k}: {v}" for k, v in sizes.items())
     return load_hparams(
-        os.path.join(ROOT, "hparams", "finetune", yaml), f"data_folder: x\npretrained_path: none\ndnn_neurons: 32\n{text}"
+        os.path.join(ROOT, "hparams", "finetune", yaml),
+        f"data_folder: x\npretrained_path: none\ndnn_neurons: 32\n{text}",
     )
 
 
@@ -62,7 +60,9 @@ def test_short_finetuning_run_learns_and_writes_results(finetuned):
     for split in SPLITS:
         with open(os.path.join(finetuned, f"wer_{split}.txt"), encoding="utf-8") as f:
             head = f.readline()
-        assert head.startswith("%WER") and float(head.split()[1]) == pytest.approx(results["splits"][split]["WER"], abs=0.01)
+        assert head.startswith("%WER") and float(head.split()[1]) == pytest.approx(
+            results["splits"][split]["WER"], abs=0.01
+        )
         assert os.path.isfile(os.path.join(finetuned, f"cer_{split}.txt"))
     assert results["params_encoder"] > 0 and results["params_total"] > results["params_encoder"]
     assert len(CTCTokens.characters(os.path.join(finetuned, "save", "label_encoder.txt"))) == 29
@@ -100,11 +100,21 @@ def test_load_pretrained_copies_the_weights(pretrained, tmp_path):
 def test_mismatch_is_refused_with_one_clear_line(pretrained, synthetic_librispeech, tmp_path):
     common = [f"--data_folder={synthetic_librispeech}", f"--pretrained_path={pretrained}", *TINY_FINETUNE]
     sizes = [arg for arg in TINY_MODEL if not arg.startswith("--d_model")]
-    proc = run(FINETUNE, "finetune/pom.yaml", [*common, f"--output_folder={tmp_path / 'a'}", *sizes, "--d_model=64"], check=False)
+    proc = run(
+        FINETUNE,
+        "finetune/pom.yaml",
+        [*common, f"--output_folder={tmp_path / 'a'}", *sizes, "--d_model=64"],
+        check=False,
+    )
     assert proc.returncode != 0
     last = (proc.stdout + proc.stderr).strip().splitlines()[-1]
     assert last.startswith("Error: the pre-trained encoder in") and "d_model: 48 (checkpoint) != 64" in last
-    proc = run(FINETUNE, "finetune/summarymixing.yaml", [*common, f"--output_folder={tmp_path / 'b'}", *TINY_MODEL], check=False)
+    proc = run(
+        FINETUNE,
+        "finetune/summarymixing.yaml",
+        [*common, f"--output_folder={tmp_path / 'b'}", *TINY_MODEL],
+        check=False,
+    )
     assert proc.returncode != 0
     last = (proc.stdout + proc.stderr).strip().splitlines()[-1]
     assert "mixer: 'pom' (checkpoint) != 'summarymixing'" in last
@@ -120,7 +130,9 @@ def test_shape_mismatch_without_config_file_is_refused(pretrained, tmp_path):
     assert found["config"] is None
     hparams = tiny_hparams(d_ffn=80)
     with pytest.raises(PretrainedMismatchError, match="do not fit this model .*size mismatch"):
-        load_pretrained(found, hparams["pt_model"], hparams["normalize"], hparams["encoder_config"], str(tmp_path / "c"))
+        load_pretrained(
+            found, hparams["pt_model"], hparams["normalize"], hparams["encoder_config"], str(tmp_path / "c")
+        )
 
 
 def test_bpe_tokens_option(pretrained, synthetic_librispeech, tmp_path):
@@ -136,3 +148,56 @@ def test_bpe_tokens_option(pretrained, synthetic_librispeech, tmp_path):
     assert list(results["splits"]) == ["test-clean"]
     tokens = CTCTokens.load(str(out / "save"), "bpe", 40)
     assert len(tokens) == 40 and tokens.decode(tokens.encode("HELLO THERE")) == "HELLO THERE"
+
+
+def test_settings_are_checked_up_front_in_one_line(synthetic_librispeech, tmp_path):
+    """A string where a number is expected, a negative batch, unknown choices: one line naming each
+    option and what it expects, before any work; the YAML's fp16 on a CPU is said, not silent."""
+    common = [f"--data_folder={synthetic_librispeech}", "--pretrained_path=none", *TINY_MODEL, "--dnn_neurons=32"]
+    proc = run(FINETUNE, "finetune/pom.yaml", [
+        *common, f"--output_folder={tmp_path / 'a'}",
+        "--max_batch_len=abc", "--batch_size=-2", "--best_metric=BLEU", "--test_decoding=viterbi",
+    ], check=False)  # fmt: skip
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "Error: max_batch_len must be a positive number or null, got 'abc'; batch_size must be a positive integer, "
+        "got -2; best_metric must be one of 'WER', 'CER', 'loss', got 'BLEU'; test_decoding must be one of 'beam', "
+        "'greedy', got 'viterbi'"
+    )
+    assert not os.path.exists(tmp_path / "a" / "train.csv"), "the refusal should come before data preparation"
+    if not torch.cuda.is_available():
+        assert "Warning: precision fp16 (the YAML's) needs a GPU: training in fp32 on this CPU" in proc.stderr
+
+    proc = run(
+        FINETUNE, "finetune/pom.yaml", [*common, f"--output_folder={tmp_path / 'b'}", "--token_type=words"], check=False
+    )
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert last.startswith("Error: ") and "token_type must be 'char', 'bpe' or 'unigram', got 'words'" in last
+
+
+def test_check_hparams(synthetic_librispeech, tmp_path, capsys):
+    """The recipe's one check: silent on the experiment files, one problem per wrong option."""
+    sizes = ["--pretrained_path=none", *TINY_MODEL, "--dnn_neurons=32"]
+    common = [f"--data_folder={synthetic_librispeech}", *sizes]
+    hparams, problems = recipe_check(FINETUNE, "finetune/pom.yaml", [*common, "--precision=fp32"])
+    assert problems == [] and "Warning:" not in capsys.readouterr().err
+    _, problems = recipe_check(FINETUNE, "finetune/pom.yaml", [
+        *sizes, f"--data_folder={tmp_path / 'nowhere'}", "--precision=fp32", "--lr=fast", "--global_batch_size=0",
+        "--num_workers=-1", "--augment=maybe", "--sorting=shuffled",
+    ])  # fmt: skip
+    assert problems == [
+        "lr must be a positive number, got 'fast'",
+        "global_batch_size must be a positive integer or null, got 0",
+        "num_workers must be an integer >= 0, got -1",
+        "sorting must be one of 'ascending', 'descending', 'random', got 'shuffled'",
+        "augment must be True or False, got 'maybe'",
+        f"data_folder '{tmp_path / 'nowhere'}' does not exist: pass --data_folder=/path/to/LibriSpeech "
+        "(the folder holding train-clean-100, dev-clean, ...)",
+    ]
+    if not torch.cuda.is_available():  # fp16: from the YAML, switched with a warning; on the command line, refused
+        hparams, problems = recipe_check(FINETUNE, "finetune/pom.yaml", common)
+        assert problems == [] and hparams["precision"] == "fp32"
+        assert "Warning: precision fp16 (the YAML's) needs a GPU" in capsys.readouterr().err
+        _, problems = recipe_check(FINETUNE, "finetune/pom.yaml", [*common, "--precision=fp16"])
+        assert problems == ["--precision=fp16 needs a GPU (SpeechBrain has no fp16 on CPU): use fp32 or bf16"]

@@ -1,54 +1,92 @@
-"""Mixer FLOPs: linear growth for PoM and SummaryMixing, quadratic for attention."""
+"""Mixer FLOPs: linear growth for PoM and SummaryMixing, quadratic for attention.
+
+The mixers are those of the benchmark models (``benchmarks/common.py``), built on
+the ``meta`` device from ``hparams/pretrain/<experiment>.yaml`` with the sizes
+users train; ``benchmarks/flops.py`` counts them.
+"""
+
+import os
+import sys
 
 import pytest
 
-from pom.flops import growth_ratios, mixer_flops
+from pom.flops import growth_ratios, mixer_flops, module_flops
 
-LINEAR = {
-    "pom": (488, {"degree": 2, "expansion": 2}),
-    "pom_k3": (432, {"degree": 3, "expansion": 2}),
-    "pom_chunked": (488, {"degree": 2, "expansion": 2, "implementation": "chunked", "chunk_size": 512}),
-    "pom_selective": (488, {"degree": 2, "expansion": 2}),
-    "pom_frequency": (488, {"groups": 2}),
-    "summarymixing": (632, {"nhead": 8}),
-}
-QUADRATIC = {
-    "mha": (576, {"nhead": 8}),
-    "relposmhaxl": (576, {"nhead": 8}),
-    "ropemha": (576, {"nhead": 8}),
-}
-LENGTHS = [500, 1000, 2000, 4000, 8000]  # encoder frames (25 per second): 20 s to 320 s
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:  # benchmarks/ is a package of scripts at the repository root, not installed
+    sys.path.insert(0, ROOT)
+
+from benchmarks import common, flops  # noqa: E402
+
+LINEAR = [
+    "pom",
+    "pom_k3",
+    "pom_chunked",
+    "pom_selective",
+    "pom_frequency",
+    "summarymixing",
+    "fastformer",
+    "hypermixing",
+    "mamba",
+    "pom_large",
+    "summarymixing_large",
+]
+QUADRATIC = ["mha", "relposmhaxl", "ropemha", "relposmhaxl_large"]
+SECONDS = [20, 40, 80, 160, 320]  # 500 to 8000 encoder frames
 
 
-def registry_name(name):
-    return "pom" if name in ("pom_k3", "pom_chunked") else name
+def ratios(name):
+    counts = [row["gflops"] for row in flops.layer_flops(name, SECONDS)]
+    return [b / a for a, b in zip(counts, counts[1:])]
 
 
-@pytest.mark.parametrize("name", list(LINEAR))
+@pytest.mark.parametrize("name", LINEAR)
 def test_linear_mixers_flops_grow_linearly(name):
-    d_model, options = LINEAR[name]
-    for ratio in growth_ratios(registry_name(name), d_model, LENGTHS, **options):
-        assert ratio == pytest.approx(2.0, rel=1e-3)
+    assert ratios(name) == pytest.approx([2.0] * (len(SECONDS) - 1), rel=1e-3)
 
 
-@pytest.mark.parametrize("name", list(QUADRATIC))
+@pytest.mark.parametrize("name", QUADRATIC)
 def test_attention_flops_grow_quadratically(name):
-    d_model, options = QUADRATIC[name]
-    ratios = growth_ratios(name, d_model, LENGTHS, **options)
-    assert all(r > 2.2 for r in ratios)
-    assert all(b > a for a, b in zip(ratios, ratios[1:]))  # approaching 4 from below
-    assert 3.5 < ratios[-1] < 4.0
+    growth = ratios(name)
+    assert all(r > 2.2 for r in growth)
+    assert all(b > a for a, b in zip(growth, growth[1:]))  # approaching 4 from below
+    assert 3.5 < growth[-1] < 4.0
+
+
+def test_registry_mixers_grow_as_the_built_ones():
+    assert growth_ratios("pom", 64, [100, 200, 400], degree=2, expansion=2) == pytest.approx([2.0, 2.0])
+    assert all(r > 2.2 for r in growth_ratios("mha", 64, [400, 800, 1600], nhead=4))
+
+
+def built_mixer(name, **options):
+    model, hparams = common.build_model(name, layers=1, device="meta", **options)
+    return common.mixer_of(model), hparams["d_model"]
+
+
+def test_a_built_mixer_counts_as_the_registry_one():
+    mixer, d_model = built_mixer("pom")
+    assert module_flops(mixer, d_model, 1000) == mixer_flops("pom", d_model, 1000, degree=2, expansion=2)
 
 
 def test_chunked_pom_counts_the_same_forward_flops_as_plain():
-    d_model, options = LINEAR["pom"]
-    assert mixer_flops("pom", d_model, 1000, **LINEAR["pom_chunked"][1]) == mixer_flops("pom", d_model, 1000, **options)
+    plain, d_model = built_mixer("pom")
+    chunked, _ = built_mixer("pom_chunked", chunk_size=512)
+    assert module_flops(chunked, d_model, 1000) == module_flops(plain, d_model, 1000)
 
 
 def test_backward_is_counted():
-    d_model, options = LINEAR["pom"]
-    forward = mixer_flops("pom", d_model, 1000, **options)
-    plain = mixer_flops("pom", d_model, 1000, backward=True, **options)
-    chunked = mixer_flops("pom", d_model, 1000, backward=True, **LINEAR["pom_chunked"][1])
-    assert plain == pytest.approx(3 * forward, rel=1e-2)
-    assert chunked == pytest.approx(4 * forward, rel=1e-2)  # one recomputed forward
+    plain, d_model = built_mixer("pom")
+    chunked, _ = built_mixer("pom_chunked", chunk_size=512)
+    forward = module_flops(plain, d_model, 1000)
+    assert module_flops(plain, d_model, 1000, backward=True) == pytest.approx(3 * forward, rel=1e-2)
+    assert module_flops(chunked, d_model, 1000, backward=True) == pytest.approx(
+        4 * forward, rel=1e-2
+    )  # one recomputed forward
+
+
+def test_flops_script_writes_csv_table_and_plot(tmp_path, capsys):
+    assert flops.main(["--mixers", "pom", "mha", "--seconds", "10", "20", "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "flops.csv").read_text().splitlines()[0] == "mixer,d_model,seconds,frames,gflops"
+    assert (tmp_path / "flops.png").stat().st_size > 1000
+    printed = capsys.readouterr().out
+    assert "| pom (488) | 1.4 | 2.9 | 2.00 |" in printed and "| mha (576) |" in printed

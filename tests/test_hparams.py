@@ -6,10 +6,11 @@ import pathlib
 import pytest
 import torch
 
-from pom.batching import global_batch_plan
-from pom.bestrq import load_hparams, resolve_hparams_file
 from pom.mixers import MIXERS
-from pom.paper import PAPER_ROWS, commands, find_row
+from pom.parameters import count_parameters
+from pom.recipe.batching import global_batch_plan
+from pom.recipe.hparams import load_hparams, resolve_hparams_file
+from pom.recipe.paper import PAPER_ROWS, commands, find_row
 from pom.results import main as results_main
 
 HPARAMS = pathlib.Path(__file__).resolve().parents[1] / "hparams"
@@ -23,13 +24,11 @@ def load(stage, experiment, tmp_path, extra=""):
     resampling kernels) on the CPU with one encoder layer."""
     overrides = f"data_folder: {tmp_path}\n{extra}"
     if stage == "finetune":
-        return load_hparams(HPARAMS / stage / f"{experiment}.yaml", overrides + "pretrained_path: none\nnum_layers: 1\n")
+        return load_hparams(
+            HPARAMS / stage / f"{experiment}.yaml", overrides + "pretrained_path: none\nnum_layers: 1\n"
+        )
     with torch.device("meta"):
         return load_hparams(HPARAMS / stage / f"{experiment}.yaml", overrides)
-
-
-def parameters(*modules):
-    return sum(p.numel() for m in modules for p in m.parameters())
 
 
 def test_every_experiment_has_both_stages_and_one_encoder_file():
@@ -52,7 +51,7 @@ def test_every_registered_mixer_has_an_experiment(tmp_path):
 def test_paper_row_instantiates_at_its_published_size(row, tmp_path):
     pre = load("pretrain", row.experiment, tmp_path)
     fine = load("finetune", row.experiment, tmp_path)
-    count = parameters(pre["CNN"], pre["encoder"], pre["head"])
+    count = count_parameters(pre["CNN"], pre["encoder"], pre["head"])
     assert abs(count / 1e6 - row.params_m) < 0.01 * row.params_m, f"{count / 1e6:.2f} M, row says {row.params_m}"
     assert abs(count / SIZE_CLASS[row.size] - 1) < 0.07, f"{count / 1e6:.1f} M is not {row.size}"
     # one source of truth: both stages describe the same encoder (fine-tuning loaded with one layer here)
@@ -64,7 +63,7 @@ def test_paper_row_instantiates_at_its_published_size(row, tmp_path):
     assert pre["output_folder"] == f"results/pretrain/{row.experiment}/1000"
     assert fine["output_folder"] == f"results/finetune/{row.experiment}/1000"
     for command in commands(row):
-        assert f"hparams/" in command and f"{row.experiment}.yaml" in command
+        assert "hparams/" in command and f"{row.experiment}.yaml" in command
 
 
 def test_paper_settings_follow_their_sources(tmp_path):
@@ -78,7 +77,12 @@ def test_paper_settings_follow_their_sources(tmp_path):
     assert load("pretrain", "mamba_large", tmp_path)["layerdrop_prob"] == 0.1
     ft = load("finetune", "pom", tmp_path)
     assert (ft["global_batch_size"], ft["batch_size"], ft["precision"], ft["lr"], ft["lr_encoder"]) == (
-        12, 6, "fp16", 0.0003, 0.00005)
+        12,
+        6,
+        "fp16",
+        0.0003,
+        0.00005,
+    )
     assert (ft["beam_size"], ft["lm_alpha"], ft["lm_beta"]) == (200, 0.8, 1.2)
     ft_mamba = load("finetune", "mamba", tmp_path)
     assert (ft_mamba["global_batch_size"], ft_mamba["precision"], ft_mamba["lr"]) == (6, "fp32", 0.003)

@@ -9,13 +9,14 @@ import shutil
 
 import pytest
 import torch
+from finetune_helpers import FINETUNE, TINY_FINETUNE, TINY_MODEL, run, tiny_finetuned, tiny_pretrained
 from speechbrain.decoders.ctc import CTCBeamSearcher
 from speechbrain.lm.arpa import read_arpa
 from speechbrain.lm.ngram import BackoffNgramLM
 
-from finetune_helpers import FINETUNE, TINY_FINETUNE, TINY_MODEL, run, tiny_finetuned, tiny_pretrained
-from pom.finetune import CTCTokens, check_lm_decoding
 from pom.lm import EOS, UNK, build_lm, main, read_transcripts, train_kneser_ney, write_arpa
+from pom.recipe.checks import check_lm_decoding
+from pom.recipe.tokens import CTCTokens
 
 SENTENCES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pom", "data", "sentences.txt.gz")
 
@@ -23,7 +24,7 @@ SENTENCES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file_
 def real_sentences(n=300):
     with gzip.open(SENTENCES, "rt", encoding="utf-8") as f:
         lines = [line.strip().upper() for _, line in zip(range(n), f)]
-    return [" ".join(w.strip(".,;:!?\"()") for w in line.split()) for line in lines if line]
+    return [" ".join(w.strip('.,;:!?"()') for w in line.split()) for line in lines if line]
 
 
 def arpa_of(sentences, order, path):
@@ -57,7 +58,7 @@ def test_distributions_sum_to_one(tmp_path, order):
     words = sentences[7].split()
     histories = [(), ("<s>",), ("<s>", words[0]), tuple(words[:3]), ("NOSUCHWORD", words[1]), ("THE",)]
     for history in histories:
-        context = history[-(order - 1):] if order > 1 else ()
+        context = history[-(order - 1) :] if order > 1 else ()
         total = sum(10 ** lm.logprob(w, context=context) for w in vocabulary)
         assert total == pytest.approx(1.0, abs=2e-4), history
 
@@ -134,7 +135,10 @@ def test_recipe_checks_the_lm_before_training(synthetic_librispeech, tmp_path):
     ], check=False)  # fmt: skip
     last = (proc.stdout + proc.stderr).strip().splitlines()[-1]
     assert proc.returncode != 0
-    assert last == f"Error: kenlm_model_path '{tmp_path / 'missing.arpa'}' does not exist (build one with: python -m pom.lm --help)"
+    assert (
+        last == f"Error: kenlm_model_path '{tmp_path / 'missing.arpa'}' does not exist "
+        "(build one with: python -m pom.lm --help)"
+    )
     assert not list(tmp_path.glob("run/save/CKPT+*"))
 
 

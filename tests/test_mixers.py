@@ -5,45 +5,48 @@ import torch
 
 from pom.mixers import (
     MIXERS,
-    Fastformer,
     FrequencyAwarePolynomialMixer,
-    HyperMixingMixer,
-    Mamba,
-    MultiHeadAttentionMixer,
     PolynomialMixer,
-    RelPosMHAXLMixer,
-    RoPEMHAMixer,
     SelectivePolynomialMixer,
     SummaryMixing,
+    TokenMixer,
     build_mixer,
     masked_mean,
+    mixer_protocol,
 )
 
 D = 24
 
-# name -> constructor for a small instance of every mixer and mode we ship
+# case -> (registry name, options): a small instance of every mixer and mode we ship,
+# built through the registry; test_every_registered_mixer_has_a_factory keeps it complete
 FACTORIES = {
-    "pom": lambda **kw: PolynomialMixer(D, degree=2, expansion=2, **kw),
-    "pom_k3": lambda **kw: PolynomialMixer(D, degree=3, expansion=1, **kw),
-    "pom_power_series": lambda **kw: PolynomialMixer(D, degree=3, expansion=2, form="power_series", **kw),
-    "pom_selective": lambda **kw: SelectivePolynomialMixer(D, degree=3, expansion=2, **kw),
-    "pom_frequency2": lambda **kw: FrequencyAwarePolynomialMixer(D, groups=2, **kw),
-    "pom_frequency3": lambda **kw: FrequencyAwarePolynomialMixer(D, groups=3, **kw),
-    "summarymixing": lambda **kw: SummaryMixing(D, nhead=4, local_proj_hid_dim=[16], local_proj_out_dim=16,
-                                                summary_hid_dim=[32], **kw),
-    "summarymixing_lite": lambda **kw: SummaryMixing(D, nhead=4, summary_hid_dim=[32], mode="lite", **kw),
-    "summarymixing_fast": lambda **kw: SummaryMixing(D, nhead=4, local_proj_out_dim=16, mode="fast", **kw),
-    "summarymixing_deep": lambda **kw: SummaryMixing(D, nhead=2, local_proj_hid_dim=[16, 8], local_proj_out_dim=16,
-                                                     summary_hid_dim=[32, 16], **kw),
-    "summarymixing_one_head": lambda **kw: SummaryMixing(D, nhead=1, local_proj_hid_dim=[16], local_proj_out_dim=16,
-                                                         summary_hid_dim=[32], **kw),
-    "relposmhaxl": lambda **kw: RelPosMHAXLMixer(D, nhead=4, **kw),
-    "ropemha": lambda **kw: RoPEMHAMixer(D, nhead=4, **kw),
-    "mha": lambda **kw: MultiHeadAttentionMixer(D, nhead=4, **kw),
-    "hypermixing": lambda **kw: HyperMixingMixer(D, hypernet_size=32, nhead=2, **kw),
-    "fastformer": lambda **kw: Fastformer(D, nhead=4, **kw),
-    "mamba": lambda **kw: Mamba(D, d_state=4, **kw),
-    "mamba_causal": lambda **kw: Mamba(D, d_state=4, bidirectional=False, **kw),
+    "pom": ("pom", dict(degree=2, expansion=2)),
+    "pom_k3": ("pom", dict(degree=3, expansion=1)),
+    "pom_power_series": ("pom", dict(degree=3, expansion=2, form="power_series")),
+    "pom_selective": ("pom_selective", dict(degree=3, expansion=2)),
+    "pom_frequency2": ("pom_frequency", dict(groups=2)),
+    "pom_frequency3": ("pom_frequency", dict(groups=3)),
+    "summarymixing": (
+        "summarymixing",
+        dict(nhead=4, local_proj_hid_dim=[16], local_proj_out_dim=16, summary_hid_dim=[32]),
+    ),
+    "summarymixing_lite": ("summarymixing", dict(nhead=4, summary_hid_dim=[32], mode="lite")),
+    "summarymixing_fast": ("summarymixing", dict(nhead=4, local_proj_out_dim=16, mode="fast")),
+    "summarymixing_deep": (
+        "summarymixing",
+        dict(nhead=2, local_proj_hid_dim=[16, 8], local_proj_out_dim=16, summary_hid_dim=[32, 16]),
+    ),
+    "summarymixing_one_head": (
+        "summarymixing",
+        dict(nhead=1, local_proj_hid_dim=[16], local_proj_out_dim=16, summary_hid_dim=[32]),
+    ),
+    "relposmhaxl": ("relposmhaxl", dict(nhead=4)),
+    "ropemha": ("ropemha", dict(nhead=4)),
+    "mha": ("mha", dict(nhead=4)),
+    "hypermixing": ("hypermixing", dict(hypernet_size=32, nhead=2)),
+    "fastformer": ("fastformer", dict(nhead=4)),
+    "mamba": ("mamba", dict(d_state=4)),
+    "mamba_causal": ("mamba", dict(d_state=4, bidirectional=False)),
 }
 # mixers whose output does not depend on frame order (no positions, no recurrence)
 ORDER_FREE = [n for n in FACTORIES if n.startswith(("pom", "summarymixing"))] + ["fastformer"]
@@ -54,7 +57,49 @@ AUTOCAST_ONLY = ["relposmhaxl", "hypermixing"]
 
 def make(name, **kw):
     torch.manual_seed(0)
-    return FACTORIES[name](**kw).eval()
+    registry_name, options = FACTORIES[name]
+    return build_mixer(registry_name, D, **options, **kw).eval()
+
+
+def test_every_registered_mixer_has_a_factory():
+    """Every test here runs over FACTORIES: a mixer added to pom.mixers.MIXERS must get a case."""
+    missing = sorted(set(MIXERS) - {registry_name for registry_name, _ in FACTORIES.values()})
+    assert not missing, f"registered mixers without a case in tests/test_mixers.py FACTORIES: {missing}"
+
+
+@pytest.mark.parametrize("name", sorted(MIXERS))
+def test_every_registered_mixer_declares_the_protocol(name):
+    """Each mixer derives from TokenMixer; it streams exactly when it says so."""
+    cls = MIXERS[name]
+    assert issubclass(cls, TokenMixer), f"{cls.__name__} does not derive from pom.mixers.base.TokenMixer"
+    overrides_streaming = cls.forward_streaming is not TokenMixer.forward_streaming
+    assert cls.supports_streaming == overrides_streaming, (
+        f"{cls.__name__}: supports_streaming disagrees with forward_streaming"
+    )
+    if not cls.supports_streaming:
+        case = next(case for case, (registry_name, _) in FACTORIES.items() if registry_name == name)
+        with pytest.raises(NotImplementedError, match="has no streaming mode"):
+            make(case).forward_streaming(torch.randn(1, 3, D))
+
+
+def test_protocol_of_foreign_modules_uses_the_defaults():
+    """A mixer given as any nn.Module (YAML !name: of the user's class) is read with TokenMixer's defaults."""
+
+    class Foreign(torch.nn.Module):
+        causal = True
+
+        def forward(self, x, padding_mask=None):
+            return x
+
+        def forward_streaming(self, x, state=None, padding_mask=None):
+            return x, state
+
+    protocol = mixer_protocol(Foreign())
+    assert protocol.causal and protocol.supports_streaming
+    assert not (protocol.needs_pos_embs or protocol.accepts_attn_mask or protocol.supports_dynamic_chunks)
+    assert mixer_protocol(torch.nn.Identity()) == mixer_protocol(TokenMixer())
+    assert mixer_protocol(make("relposmhaxl", causal=True))[:2] == (True, True)
+    assert mixer_protocol(make("pom", causal=True)).causal
 
 
 def padded_pair(t_short=7, t_long=12, garbage=50.0):
@@ -311,8 +356,18 @@ def test_registry_errors_are_clear():
         build_mixer("pom", d_model=8, heads=3)
     with pytest.raises(ValueError, match="divisible by groups"):
         FrequencyAwarePolynomialMixer(10, groups=3)
-    assert set(MIXERS) >= {"relposmhaxl", "ropemha", "mha", "summarymixing", "pom", "pom_selective",
-                           "pom_frequency", "hypermixing", "fastformer", "mamba"}
+    assert set(MIXERS) >= {
+        "relposmhaxl",
+        "ropemha",
+        "mha",
+        "summarymixing",
+        "pom",
+        "pom_selective",
+        "pom_frequency",
+        "hypermixing",
+        "fastformer",
+        "mamba",
+    }
 
 
 def test_mamba_backward_direction_ignores_padding_on_both_sides():
@@ -322,5 +377,6 @@ def test_mamba_backward_direction_ignores_padding_on_both_sides():
     with torch.no_grad():
         alone = mixer.backward_mamba(short.flip(1)).flip(1)
         from pom.mixers.mamba import reverse_within_length
+
         in_batch = reverse_within_length(mixer.backward_mamba(reverse_within_length(batch, pad)), pad)
     torch.testing.assert_close(in_batch[:1, : short.shape[1]], alone, atol=1e-5, rtol=1e-5)

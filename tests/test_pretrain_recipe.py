@@ -6,7 +6,6 @@ by command-line overrides only, on the shared synthetic LibriSpeech corpus.
 
 import csv
 import glob
-import importlib.util
 import json
 import math
 import os
@@ -20,10 +19,11 @@ import time
 import pytest
 import torch
 import yaml
+from finetune_helpers import load_recipe, recipe_check
 from speechbrain.lobes.models.BESTRQ import compute_mask
 
-from pom.bestrq import RandomProjectionQuantizer, load_hparams
-from pom.mixers import MIXERS
+from pom.bestrq import RandomProjectionQuantizer
+from pom.recipe.hparams import load_hparams
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 TRAIN = os.path.join(ROOT, "recipes", "LibriSpeech", "pretrain", "train.py")
@@ -66,9 +66,7 @@ ENV = dict(os.environ, OMP_NUM_THREADS="1")
 
 
 def run(args, timeout=900, env=ENV, check=True):
-    result = subprocess.run(
-        args, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env
-    )
+    result = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(map(str, args))} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
     return result
@@ -96,7 +94,9 @@ def checkpoints(save_folder):
             brain = yaml.safe_load(f)
         with open(os.path.join(path, "counter.ckpt")) as f:
             epoch = int(f.read())
-        found.append(dict(path=path, meta=meta, optimizer_step=brain["optimizer_step"], batch=brain["step"], epoch=epoch))
+        found.append(
+            dict(path=path, meta=meta, optimizer_step=brain["optimizer_step"], batch=brain["step"], epoch=epoch)
+        )
     return sorted(found, key=lambda c: c["meta"]["unixtime"])
 
 
@@ -112,7 +112,7 @@ def test_clear_errors(tmp_path, synthetic_librispeech):
     """Missing data folder, a folder that is not LibriSpeech, an unknown mixer: one line, no traceback."""
     cases = [
         ({"data_folder": tmp_path / "missing"}, ["data_folder", "does not exist"]),
-        ({"data_folder": tmp_path}, ["Data preparation failed", "train-clean-100"]),
+        ({"data_folder": tmp_path}, ["data preparation failed", "train-clean-100"]),
         ({"data_folder": synthetic_librispeech, "mixer": "nosuch"}, ["Unknown mixer 'nosuch'", "pom, pom_frequency"]),
     ]
     for options, words in cases:
@@ -126,19 +126,59 @@ def test_clear_errors(tmp_path, synthetic_librispeech):
             assert word in message, message
 
 
+def test_settings_are_checked_up_front_in_one_line(tmp_path, synthetic_librispeech):
+    """A string where a number is expected and negative batches: one line naming each option and
+    what it expects, before data preparation (not a numpy traceback from SpeechBrain's sampler)."""
+    out = tmp_path / "out"
+    args = recipe_args(
+        "pom", synthetic_librispeech, out, max_batch_len="abc", global_batch_seconds=-5, valid_batch_size=-2
+    )
+    result = run([sys.executable] + args, timeout=300, check=False)
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1] == (
+        "Error: max_batch_len must be a positive number, got 'abc'; global_batch_seconds must be a positive "
+        "number or null, got -5; valid_batch_size must be a positive integer, got -2"
+    )
+    assert not (out / "train.csv").exists()
+
+
+def test_check_hparams(tmp_path, synthetic_librispeech, capsys):
+    """The recipe's one check: silent on the experiment file, one problem per wrong option; the YAML's
+    fp16 on a CPU becomes fp32 with a printed warning, an fp16 asked for on the command line is refused."""
+    sizes = [f"--{k}={v}" for k, v in TINY.items() if k != "precision"]
+    common = [f"--data_folder={synthetic_librispeech}", *sizes]
+    _, problems = recipe_check(TRAIN, "pretrain/pom.yaml", [*common, "--precision=fp32"])
+    assert problems == [] and "Warning:" not in capsys.readouterr().err
+    _, problems = recipe_check(TRAIN, "pretrain/pom.yaml", [
+        *[a for a in common if not a.startswith(("--max_batch_len", "--train_num_buckets", "--log_interval"))],
+        "--precision=fp32",
+        "--max_batch_len=-10", "--train_num_buckets=many", "--mask_prob=1.5", "--mask_length=6", "--log_interval=0",
+    ])  # fmt: skip
+    assert problems == [
+        "max_batch_len must be a positive number, got -10",
+        "mask_prob must be a number in (0, 1], got 1.5",
+        "train_num_buckets must be a positive integer, got 'many'",
+        "log_interval must be a positive integer, got 0",
+        "mask_length (6) must be a multiple of stack_frames (4)",
+    ]
+    if not torch.cuda.is_available():
+        hparams, problems = recipe_check(TRAIN, "pretrain/pom.yaml", common)
+        assert problems == [] and hparams["precision"] == "fp32"
+        warning = [line for line in capsys.readouterr().err.splitlines() if line.startswith("Warning:")]
+        assert warning == [
+            "Warning: precision fp16 (the YAML's) needs a GPU: training in fp32 on this CPU "
+            "(give --precision=fp32 or --precision=bf16 to choose)"
+        ]
+        _, problems = recipe_check(TRAIN, "pretrain/pom.yaml", [*common, "--precision=fp16"])
+        assert problems == ["--precision=fp16 needs a GPU (SpeechBrain has no fp16 on CPU): use fp32 or bf16"]
+
+
 # --------------------------------------------------------------------------- non-finite
-def _load_recipe_module():
-    spec = importlib.util.spec_from_file_location("bestrq_pretrain_recipe", TRAIN)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_nonfinite_loss_skips_the_step(tmp_path):
     """A NaN loss goes through SpeechBrain's fit_batch: counted, weights and optimizer state untouched."""
     import speechbrain as sb
 
-    recipe = _load_recipe_module()
+    recipe = load_recipe(TRAIN)
     overrides = "\n".join(f"{k}: {v}" for k, v in TINY.items() if k not in ("train_splits",))
     hp = load_hparams(
         os.path.join(HPARAMS, "pom.yaml"),
@@ -181,7 +221,9 @@ def test_pretraining_learns(mixer, norm_type, synthetic_librispeech, tmp_path):
     """Masked-prediction loss falls well below its start, masked accuracy rises well above chance
     (with either normalisation)."""
     out = tmp_path / mixer
-    run([sys.executable] + recipe_args(mixer, synthetic_librispeech, out, optimizer_step_limit=300, norm_type=norm_type))
+    run(
+        [sys.executable] + recipe_args(mixer, synthetic_librispeech, out, optimizer_step_limit=300, norm_type=norm_type)
+    )
     rows = [r for r in steps_log(out) if "steps" in r]
     first, last = rows[0], rows[-1]
     print(f"{mixer}: loss {first['loss']} -> {last['loss']}, masked acc {first['masked_acc']} -> {last['masked_acc']}")
@@ -215,9 +257,17 @@ def test_kill_and_resume(synthetic_librispeech, tmp_path):
     out, log = tmp_path / "run", tmp_path / "batches.tsv"
     limit = 60
     args = [sys.executable] + recipe_args(
-        "pom", synthetic_librispeech, out, d_model=32, num_layers=1, d_ffn=64,
-        optimizer_step_limit=limit, global_batch_seconds=20, ckpt_interval_steps=5,  # 2 accumulated batches
-        log_interval=5, batch_log=log,
+        "pom",
+        synthetic_librispeech,
+        out,
+        d_model=32,
+        num_layers=1,
+        d_ffn=64,
+        optimizer_step_limit=limit,
+        global_batch_seconds=20,
+        ckpt_interval_steps=5,  # 2 accumulated batches
+        log_interval=5,
+        batch_log=log,
     )
     with open(tmp_path / "first.log", "w") as first_log:
         proc = subprocess.Popen(
@@ -225,7 +275,11 @@ def test_kill_and_resume(synthetic_librispeech, tmp_path):
         )
         deadline = time.time() + 600
         while True:
-            done = [c for c in checkpoints(out / "save") if c["optimizer_step"] >= 8 and c["meta"].get("brain_intra_epoch_ckpt")]
+            done = [
+                c
+                for c in checkpoints(out / "save")
+                if c["optimizer_step"] >= 8 and c["meta"].get("brain_intra_epoch_ckpt")
+            ]
             if done:
                 break
             assert proc.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
@@ -247,7 +301,9 @@ def test_kill_and_resume(synthetic_librispeech, tmp_path):
     else:
         position = (last["epoch"], last["batch"] + 1)
     step = last["optimizer_step"]
-    assert resumed == [f"resumed from checkpoint: optimizer step {step}; epoch {position[0]} after {position[1] - 1} batches"]
+    assert resumed == [
+        f"resumed from checkpoint: optimizer step {step}; epoch {position[0]} after {position[1] - 1} batches"
+    ]
     assert checkpoints(out / "save")[-1]["optimizer_step"] == limit
 
     after = _batch_log(log, killed_at)
@@ -280,15 +336,32 @@ def test_ddp_two_processes(synthetic_librispeech, tmp_path):
     out = tmp_path / "ddp"
     limit = 12
     args = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--nnodes=1",
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node=2",
+        "--nnodes=1",
         f"--master_port={free_port()}",
     ] + recipe_args(
-        "pom", synthetic_librispeech, out, d_model=32, num_layers=1, d_ffn=64,
-        optimizer_step_limit=limit, distributed_backend="gloo", log_interval=4, global_batch_seconds=20,
+        "pom",
+        synthetic_librispeech,
+        out,
+        d_model=32,
+        num_layers=1,
+        d_ffn=64,
+        optimizer_step_limit=limit,
+        distributed_backend="gloo",
+        log_interval=4,
+        global_batch_seconds=20,
     )
     run(args)
     plan = json.loads((out / "global_batch.json").read_text())
-    assert (plan["world_size"], plan["per_device"], plan["grad_accumulation_factor"], plan["global_batch"]) == (2, 10, 1, 20)
+    assert (plan["world_size"], plan["per_device"], plan["grad_accumulation_factor"], plan["global_batch"]) == (
+        2,
+        10,
+        1,
+        20,
+    )
     records = [json.loads(line) for line in (out / "ddp_check.jsonl").read_text().splitlines()]
     assert records[0]["where"] == "start" and records[-1]["steps"] == limit
     for record in records:

@@ -28,7 +28,9 @@ def runs(tmp_path):
     })  # fmt: skip
     write_run(tmp_path / "ft" / "summarymixing" / "1000", "summarymixing",
               {"test-clean": {"WER": 9.79, "CER": 3.0}}, params=88_000_000)  # fmt: skip
-    write_run(tmp_path / "ft" / "pom_random" / "1000", "pom", {"test-clean": {"WER": 60.0, "CER": 30.0}}, pretrained=None)
+    write_run(
+        tmp_path / "ft" / "pom_random" / "1000", "pom", {"test-clean": {"WER": 60.0, "CER": 30.0}}, pretrained=None
+    )
     return tmp_path / "ft"
 
 

@@ -7,6 +7,7 @@ import pathlib
 import torch
 import torch.nn.functional as F
 from hyperpyyaml import load_hyperpyyaml
+from speechbrain.lobes.features import Fbank
 from speechbrain.utils.checkpoints import Checkpointer
 
 SNIPPET = (pathlib.Path(__file__).resolve().parents[1] / "hparams" / "speechbrain" / "mixer_encoder.yaml").read_text()
@@ -70,7 +71,7 @@ def test_speechbrain_recipes_run_our_encoder(tmp_path):
     torch.manual_seed(0)
     pre = load_hyperpyyaml(PRETRAIN_YAML.format(snippet=SNIPPET))
     wavs, wav_lens = torch.randn(2, 16000), torch.tensor([1.0, 0.7])
-    feats = pre["normalize"](torch.randn(2, 101, 80), wav_lens, epoch=1)
+    feats = pre["normalize"](Fbank(n_mels=80)(wavs), wav_lens, epoch=1)  # 101 frames
     feats = F.pad(feats, (0, 0, 0, 3))  # pad_feats: divisible by 4
     # BEST-RQ train.py: src = CNN(feats); enc_out = wrapper(src, wav_lens); logits = linear(enc_out)
     src = pre["CNN"](feats)
@@ -92,4 +93,6 @@ def test_speechbrain_recipes_run_our_encoder(tmp_path):
         expected = pre["wrapper"](pre["CNN"](feats), wav_lens)
         got = fine["pt_model"][1](fine["pt_model"][0](feats), wav_lens)
     torch.testing.assert_close(got, expected, rtol=0, atol=0)
-    assert type(fine["pt_model"][1]).__name__ == "MixerEncoder" and fine["pt_model"][1].encoder.layers[0].mixer.degree == 2
+    assert (
+        type(fine["pt_model"][1]).__name__ == "MixerEncoder" and fine["pt_model"][1].encoder.layers[0].mixer.degree == 2
+    )

@@ -5,7 +5,7 @@ import torch
 from speechbrain.utils.dynamic_chunk_training import DynChunkTrainConfig
 
 from pom.encoder import MixerConformerEncoder, MixerEncoder
-from pom.mixers import FrequencyAwarePolynomialMixer, PolynomialMixer, SelectivePolynomialMixer, SummaryMixing
+from pom.mixers import MIXERS, FrequencyAwarePolynomialMixer, PolynomialMixer, SelectivePolynomialMixer, SummaryMixing
 
 D = 16
 STREAMABLE = {
@@ -13,10 +13,22 @@ STREAMABLE = {
     "pom_power_series": lambda **kw: PolynomialMixer(D, degree=2, form="power_series", **kw),
     "pom_selective": lambda **kw: SelectivePolynomialMixer(D, **kw),
     "pom_frequency": lambda **kw: FrequencyAwarePolynomialMixer(D, groups=2, **kw),
-    "summarymixing": lambda **kw: SummaryMixing(D, nhead=4, local_proj_hid_dim=[8], local_proj_out_dim=8, summary_hid_dim=[12], dropout=0.0, **kw),
-    "summarymixing_lite": lambda **kw: SummaryMixing(D, nhead=4, local_proj_hid_dim=[8], local_proj_out_dim=8, summary_hid_dim=[12], mode="lite", dropout=0.0, **kw),
+    "summarymixing": lambda **kw: SummaryMixing(
+        D, nhead=4, local_proj_hid_dim=[8], local_proj_out_dim=8, summary_hid_dim=[12], dropout=0.0, **kw
+    ),
+    "summarymixing_lite": lambda **kw: SummaryMixing(
+        D, nhead=4, local_proj_hid_dim=[8], local_proj_out_dim=8, summary_hid_dim=[12], mode="lite", dropout=0.0, **kw
+    ),
 }
 CHUNKS = [3, 1, 5, 4]
+
+
+def test_every_streaming_mixer_is_tested():
+    """Registered mixers that declare streaming (TokenMixer.supports_streaming) all have a case here."""
+    streaming = {name for name, cls in MIXERS.items() if cls.supports_streaming}
+    assert streaming, "no registered mixer streams"
+    missing = sorted(streaming - set(STREAMABLE))
+    assert not missing, f"streaming mixers without a case in tests/test_streaming.py STREAMABLE: {missing}"
 
 
 def stream(step, x, sizes):
@@ -64,11 +76,26 @@ def test_dynamic_chunks_respect_chunk_end_and_left_context(name):
     assert not torch.allclose(a[:, 3:6], b[:, 3:6])  # chunk 1 sees chunk 0
 
 
-@pytest.mark.parametrize("mixer,options", [("pom", {"degree": 2}), ("summarymixing", {"nhead": 4, "local_proj_hid_dim": [8], "local_proj_out_dim": 8, "summary_hid_dim": [12]})])
+@pytest.mark.parametrize(
+    "mixer,options",
+    [
+        ("pom", {"degree": 2}),
+        ("summarymixing", {"nhead": 4, "local_proj_hid_dim": [8], "local_proj_out_dim": 8, "summary_hid_dim": [12]}),
+    ],
+)
 def test_causal_encoder_streaming_equals_full_pass(mixer, options):
     torch.manual_seed(0)
-    enc = MixerEncoder(20, D, 2, 32, mixer=mixer, mixer_options=options, kernel_size=5,
-                       positional_encoding="fixed_abs_sine", causal=True).eval()
+    enc = MixerEncoder(
+        20,
+        D,
+        2,
+        32,
+        mixer=mixer,
+        mixer_options=options,
+        kernel_size=5,
+        positional_encoding="fixed_abs_sine",
+        causal=True,
+    ).eval()
     feats = torch.randn(2, sum(CHUNKS), 20)
     with torch.no_grad():
         full = enc(feats)
@@ -84,8 +111,9 @@ def test_causal_encoder_streaming_equals_full_pass(mixer, options):
 @pytest.mark.parametrize("mixer", ["pom", "summarymixing", "relposmhaxl", "mha"])
 def test_encoder_dynamic_chunk_training_limits_the_future(mixer):
     torch.manual_seed(0)
-    enc = MixerConformerEncoder(2, D, 32, mixer=mixer, mixer_options={"nhead": 2} if "mha" in mixer or "relpos" in mixer else {},
-                                kernel_size=3).eval()
+    enc = MixerConformerEncoder(
+        2, D, 32, mixer=mixer, mixer_options={"nhead": 2} if "mha" in mixer or "relpos" in mixer else {}, kernel_size=3
+    ).eval()
     config = DynChunkTrainConfig(chunk_size=4)
     x = torch.randn(1, 16, D)
     y = x.clone()
@@ -99,7 +127,8 @@ def test_encoder_dynamic_chunk_training_limits_the_future(mixer):
 def test_unsupported_streaming_and_chunk_modes_are_refused_clearly():
     with pytest.raises(ValueError, match="Fastformer cannot be trained with dynamic chunks"):
         MixerConformerEncoder(1, D, 32, mixer="fastformer", mixer_options={"nhead": 2})(
-            torch.randn(1, 8, D), dynchunktrain_config=DynChunkTrainConfig(chunk_size=4))
+            torch.randn(1, 8, D), dynchunktrain_config=DynChunkTrainConfig(chunk_size=4)
+        )
     enc = MixerConformerEncoder(1, D, 32, mixer="pom", kernel_size=3)  # not causal
     with pytest.raises(ValueError, match="Streaming needs a causal encoder"):
         enc.forward_streaming(torch.randn(1, 4, D), enc.make_streaming_context())

@@ -79,7 +79,9 @@ def test_other_sample_rates_and_stereo_are_converted(model, test_clean, tmp_path
     assert loaded.dim() == 1 and abs(loaded.numel() - wav.size) <= 2
     stereo = transcriber.load_audio(str(tmp_path / "stereo.flac"))
     assert torch.allclose(stereo, torch.from_numpy(wav), atol=1e-6)
-    assert transcribe.main(["--model", model, str(tmp_path / "eight_khz.wav"), str(tmp_path / "stereo.flac"), path]) == 0
+    assert (
+        transcribe.main(["--model", model, str(tmp_path / "eight_khz.wav"), str(tmp_path / "stereo.flac"), path]) == 0
+    )
     out = lines(capsys.readouterr().out)
     assert len(out) == 3 and out[1][1] == out[2][1]  # stereo copy = mono original
 
@@ -111,7 +113,10 @@ def test_command_line(model, test_clean):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith(test_clean[0][0] + "\t") and len(proc.stdout.strip().splitlines()) == 1
     proc = subprocess.run(
-        [sys.executable, "-m", "pom.transcribe", "--model", "/nonexistent", "x.flac"], cwd=ROOT, capture_output=True, text=True
+        [sys.executable, "-m", "pom.transcribe", "--model", "/nonexistent", "x.flac"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1].startswith("Error: model folder")
 
@@ -138,8 +143,9 @@ def test_streaming_mode_streams_a_causal_encoder(model):
 
     transcriber = transcribe.Transcriber(model, chunk_size=3)
     torch.manual_seed(0)
-    encoder = MixerEncoder(20, 16, 2, 32, mixer="pom", kernel_size=3, causal=True,
-                           positional_encoding="fixed_abs_sine").eval()
+    encoder = MixerEncoder(
+        20, 16, 2, 32, mixer="pom", kernel_size=3, causal=True, positional_encoding="fixed_abs_sine"
+    ).eval()
     transcriber.modules["encoder"] = encoder
     src = torch.randn(1, 11, 20)
     with torch.no_grad():

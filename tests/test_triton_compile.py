@@ -16,7 +16,7 @@ from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 from triton.runtime.jit import JITFunction  # noqa: E402
 
-from pom.mixers import triton_polynomial as tp  # noqa: E402
+from pom.ops.polynomial import fused as tp  # noqa: E402
 
 TARGETS = [GPUTarget("cuda", 80, 32), GPUTarget("cuda", 90, 32)]
 DEGREES = [1, 2, 3, 4]
@@ -56,8 +56,9 @@ def test_kernel_compiles_for_gpu(name, target):
         assert list(signature) == [arg for arg in kernel.arg_names if arg not in ("K", *TILES)]
         for degree in DEGREES:
             constexprs = {"K": degree, **TILES}
-            source = ASTSource(fn=kernel, signature={**signature, **dict.fromkeys(constexprs, "constexpr")},
-                               constexprs=constexprs)
+            source = ASTSource(
+                fn=kernel, signature={**signature, **dict.fromkeys(constexprs, "constexpr")}, constexprs=constexprs
+            )
             compiled = triton.compile(source, target=target)
             assert compiled.asm["cubin"], f"{name}: no cubin for sm_{target.arch}, degree {degree}, {a_dtype}"
             assert f".target sm_{target.arch}" in compiled.asm["ptx"]

@@ -1,4 +1,4 @@
-"""The fused (Triton) PoM state computes what the plain implementation does.
+"""The fused (Triton) PoM op computes what its reference twin and the plain mixer do.
 
 The kernels run on CPU tensors under Triton's interpreter (``TRITON_INTERPRET=1``,
 which must be set before Triton is imported: hence a subprocess). On a GPU the
@@ -22,7 +22,9 @@ CHECK = textwrap.dedent(
     """
     import torch
     from pom.mixers import PolynomialMixer
-    from pom.mixers import triton_polynomial as tp
+    from pom.ops.masking import frame_weights
+    from pom.ops.polynomial import fused as tp, reference
+    from pom.ops.polynomial.forms import ProductForm
 
     x = torch.randn(3, 45, 10)
     assert tp.triton_usable(x), "the interpreter should accept CPU tensors"
@@ -31,7 +33,8 @@ CHECK = textwrap.dedent(
     mask[2, 3:] = True
     x[1, 30:] = 1e3  # garbage in padded frames must not matter
     # frames per forward program: one slice of time (default), or several, one ending mid-tile
-    cases = [(1, 2, True, 256), (2, 2, True, 256), (3, 1, True, 256), (2, 7, False, 256), (2, 2, True, 20), (3, 1, False, 8)]
+    cases = [(1, 2, True, 256), (2, 2, True, 256), (3, 1, True, 256), (2, 7, False, 256),
+             (2, 2, True, 20), (3, 1, False, 8)]
     for degree, expansion, pad, span in cases:
         tp.FRAMES_PER_PROGRAM = span
         torch.manual_seed(degree)
@@ -52,14 +55,30 @@ CHECK = textwrap.dedent(
         if pad:
             assert grads[1][0][1, 30:].abs().max() == 0 and grads[1][0][2, 3:].abs().max() == 0
 
+    # the op on tensors against its reference twin (same signature), gradients of every tensor included
+    tp.FRAMES_PER_PROGRAM = 16
+    form = ProductForm(3)
+    tensors = [torch.randn(3 * 20, 10), torch.randn(3 * 20), torch.randn(3 * 20, 10), None,
+               torch.randn(10, 3 * 20), None]
+    leaves = [[None if t is None else t.clone().requires_grad_(True) for t in tensors] for _ in range(2)]
+    ops = (reference.polynomial_mixing, tp.polynomial_mixing)
+    zs = [op(x, form, tuple(leaf[:4]), leaf[4], leaf[5], mask) for op, leaf in zip(ops, leaves)]
+    torch.testing.assert_close(zs[1], zs[0], rtol=1e-5, atol=1e-5)
+    probe = torch.randn_like(zs[0])
+    for t_ref, t_fused in zip(*leaves):
+        if t_ref is not None:
+            torch.testing.assert_close(torch.autograd.grad((zs[1] * probe).sum(), t_fused, retain_graph=True)[0],
+                                       torch.autograd.grad((zs[0] * probe).sum(), t_ref, retain_graph=True)[0],
+                                       rtol=1e-4, atol=1e-5)
+
     # the state kernel alone, against its reference, with a branch that is exactly zero
     tp.FRAMES_PER_PROGRAM = 24  # 3 slices of time, the last one partial
     a = torch.randn(2, 70, 2 * 40)
     a[0, 5, 3] = 0.0
-    w = tp.frame_weights(mask[:2, :45].repeat(1, 2)[:, :70], 2, 70, "cpu")
+    w = frame_weights(mask[:2, :45].repeat(1, 2)[:, :70], 2, 70, "cpu")
     a1, a2 = a.clone().requires_grad_(True), a.clone().requires_grad_(True)
-    h_ref = tp.polynomial_state_reference(a1, w, 2)
-    h = tp._PolynomialState.apply(a2, w, 2)
+    h_ref = reference.product_state(a1, w, 2)
+    h = tp.product_state(a2, w, 2)
     torch.testing.assert_close(h, h_ref, rtol=1e-5, atol=1e-6)
     dh = torch.randn_like(h)
     torch.testing.assert_close(torch.autograd.grad((h * dh).sum(), a2)[0],

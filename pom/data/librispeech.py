@@ -147,9 +147,7 @@ def prepare_librispeech(
         "on_error": on_error,
         # A split folder rewritten since (e.g. a regenerated synthetic
         # corpus) has a new modification time: prepare again.
-        "split_mtime_ns": {
-            s: os.stat(os.path.join(data_folder, s)).st_mtime_ns for s in splits
-        },
+        "split_mtime_ns": {s: os.stat(os.path.join(data_folder, s)).st_mtime_ns for s in splits},
     }
     outputs = [os.path.join(save_folder, s + ".csv") for s in splits]
     if merge_lst:
@@ -172,9 +170,7 @@ def prepare_librispeech(
     rows_per_split = {}
     for split in splits:
         rows = collect_split(os.path.join(data_folder, split), on_error=on_error)
-        rows = _filter_by_duration(
-            rows, split, avoid_if_longer_than, avoid_if_shorter_than
-        )
+        rows = _filter_by_duration(rows, split, avoid_if_longer_than, avoid_if_shorter_than)
         write_csv(os.path.join(save_folder, split + ".csv"), rows)
         rows_per_split[split] = rows
         hours = sum(r["duration"] for r in rows) / 3600.0
@@ -182,9 +178,7 @@ def prepare_librispeech(
     if merge_lst:
         merged = [r for s in merge_lst for r in rows_per_split[s]]
         write_csv(os.path.join(save_folder, merge_name), merged)
-        logger.info(
-            "%s: %d utterances from %s", merge_name, len(merged), ", ".join(merge_lst)
-        )
+        logger.info("%s: %d utterances from %s", merge_name, len(merged), ", ".join(merge_lst))
     _write_atomic(opt_path, json.dumps(options, indent=2, sort_keys=True) + "\n")
 
 
@@ -206,17 +200,10 @@ def check_librispeech_folders(data_folder, splits):
         )
     missing = [s for s in splits if not os.path.isdir(os.path.join(data_folder, s))]
     if missing:
-        present = sorted(
-            d
-            for d in os.listdir(data_folder)
-            if os.path.isdir(os.path.join(data_folder, d))
-        )
+        present = sorted(d for d in os.listdir(data_folder) if os.path.isdir(os.path.join(data_folder, d)))
         hint = ""
         if "LibriSpeech" in present:
-            hint = (
-                f" (it holds a LibriSpeech folder: did you mean "
-                f"{os.path.join(data_folder, 'LibriSpeech')!r}?)"
-            )
+            hint = f" (it holds a LibriSpeech folder: did you mean {os.path.join(data_folder, 'LibriSpeech')!r}?)"
         raise FileNotFoundError(
             f"LibriSpeech split folder(s) {', '.join(missing)} not found in "
             f"{data_folder!r}: expected "
@@ -244,9 +231,7 @@ def collect_split(split_folder, on_error="raise"):
     problems = []  # (kind, message)
     entries = []  # (utt_id, wav_path, words)
     transcribed = set()
-    trans_files = sorted(
-        glob.glob(os.path.join(split_folder, "*", "*", "*" + TRANS_SUFFIX))
-    )
+    trans_files = sorted(glob.glob(os.path.join(split_folder, "*", "*", "*" + TRANS_SUFFIX)))
     for trans in trans_files:
         chapter_dir = os.path.dirname(trans)
         prefix = os.path.basename(trans)[: -len(TRANS_SUFFIX)] + "-"
@@ -280,9 +265,7 @@ def collect_split(split_folder, on_error="raise"):
                     continue
                 entries.append((utt_id, os.path.abspath(wav), words))
 
-    audio_files = sorted(
-        glob.glob(os.path.join(split_folder, "*", "*", "*" + AUDIO_EXT))
-    )
+    audio_files = sorted(glob.glob(os.path.join(split_folder, "*", "*", "*" + AUDIO_EXT)))
     for wav in audio_files:
         if os.path.abspath(wav) not in transcribed:
             utt_id = os.path.basename(wav)[: -len(AUDIO_EXT)]
@@ -291,8 +274,7 @@ def collect_split(split_folder, on_error="raise"):
             problems.append(
                 (
                     "audio with no transcript line",
-                    f"audio with no transcript line: {wav} has no line "
-                    f"'{utt_id} ...' in {expected}",
+                    f"audio with no transcript line: {wav} has no line '{utt_id} ...' in {expected}",
                 )
             )
     if not trans_files and not audio_files:
@@ -355,8 +337,7 @@ def _read_duration(path):
         msg = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
         return None, (
             "unreadable audio file",
-            f"unreadable audio file {path}: expected a {AUDIO_EXT} file "
-            f"libsndfile can open ({msg})",
+            f"unreadable audio file {path}: expected a {AUDIO_EXT} file libsndfile can open ({msg})",
         )
     if info.frames <= 0 or info.samplerate <= 0:
         return None, (
@@ -376,8 +357,7 @@ def _filter_by_duration(rows, split, longer_than, shorter_than):
     ]
     if len(kept) < len(rows):
         logger.info(
-            "%s: %d of %d utterances left out by duration (shorter than %s s "
-            "or longer than %s s)",
+            "%s: %d of %d utterances left out by duration (shorter than %s s or longer than %s s)",
             split,
             len(rows) - len(kept),
             len(rows),

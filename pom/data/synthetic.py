@@ -104,8 +104,7 @@ OTHER_VARIANTS = CLEAN_VARIANTS + (
 )  # fmt: skip
 
 FEMALE_VARIANTS = frozenset(
-    "f1 f2 f3 f4 f5 Alicia Andrea Annie aunty belinda linda steph steph2 "
-    "steph3 anika shelby grandma whisperf".split()
+    "f1 f2 f3 f4 f5 Alicia Andrea Annie aunty belinda linda steph steph2 steph3 anika shelby grandma whisperf".split()
 )
 
 
@@ -357,9 +356,7 @@ def _available_cores():
         return os.cpu_count() or 1
 
 
-def make_synthetic_librispeech(
-    out_dir, hours=TINY_HOURS, seed=0, num_workers=None, splits=ALL_SPLITS, progress=True
-):
+def make_synthetic_librispeech(out_dir, hours=TINY_HOURS, seed=0, num_workers=None, splits=ALL_SPLITS, progress=True):
     """Writes the synthetic corpus and returns ``<out_dir>/LibriSpeech``.
 
     Returns at once when a finished corpus with the same options is there.
@@ -434,9 +431,7 @@ def make_synthetic_librispeech(
     workers = num_workers or _available_cores()
     jobs = [(u, seed, root) for u in utts]
     total_samples = 0
-    bar = tqdm(
-        total=len(jobs), desc="synthesizing", unit="utt", disable=not progress
-    )
+    bar = tqdm(total=len(jobs), desc="synthesizing", unit="utt", disable=not progress)
     if workers <= 1:
         _worker_init()
         for job in jobs:
@@ -486,8 +481,7 @@ def make_synthetic_librispeech(
     os.replace(tmp, marker)
     os.remove(os.path.join(root, IN_PROGRESS))
     logger.info(
-        "Synthetic LibriSpeech: %d utterances, %.3f h of audio in %.1f s "
-        "(%d workers) -> %s",
+        "Synthetic LibriSpeech: %d utterances, %.3f h of audio in %.1f s (%d workers) -> %s",
         len(utts),
         audio_h,
         elapsed,
@@ -510,9 +504,7 @@ def main(argv=None):
     )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=None)
-    parser.add_argument(
-        "--splits", nargs="+", default=list(ALL_SPLITS), choices=ALL_SPLITS
-    )
+    parser.add_argument("--splits", nargs="+", default=list(ALL_SPLITS), choices=ALL_SPLITS)
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     root = make_synthetic_librispeech(

@@ -1,7 +1,11 @@
-"""Token mixers, all with one interface.
+"""Token mixers, all with one interface: the layers over :mod:`pom.ops`.
 
 ``mixer(x, padding_mask=None) -> y`` with ``x, y: [batch, time, d_model]`` and
 ``padding_mask: [batch, time]`` True at padded frames (SpeechBrain's convention).
+Every mixer derives from :class:`~pom.mixers.base.TokenMixer`, which declares
+what the encoder may ask of it (position embeddings, attention masks, dynamic
+chunks, causality, streaming); :func:`~pom.mixers.base.mixer_protocol` reads
+the same from any other module.
 
 Pick one in YAML by registry name (``mixer: pom`` plus ``mixer_options``) or by
 class (``mixer: !name:pom.mixers.PolynomialMixer``).
@@ -16,13 +20,14 @@ torch.Size([1, 4, 8])
 """
 
 from pom.mixers.attention import MultiHeadAttentionMixer, RelPosMHAXLMixer, RoPEMHAMixer
+from pom.mixers.base import MixerProtocol, TokenMixer, mixer_protocol
 from pom.mixers.fastformer import Fastformer
 from pom.mixers.hypermixing import HyperMixingMixer
 from pom.mixers.mamba import Mamba
-from pom.mixers.masking import lengths_to_padding_mask, masked_mean
 from pom.mixers.polynomial import PolynomialMixer
 from pom.mixers.polynomial_variants import FrequencyAwarePolynomialMixer, SelectivePolynomialMixer
 from pom.mixers.summary_mixing import SummaryMixing
+from pom.ops.masking import lengths_to_padding_mask, masked_mean
 
 #: Registry of mixer names usable in YAML (``mixer: <name>``).
 MIXERS = {
@@ -61,6 +66,9 @@ __all__ = [
     "MIXERS",
     "build_mixer",
     "mixer_class",
+    "TokenMixer",
+    "MixerProtocol",
+    "mixer_protocol",
     "masked_mean",
     "lengths_to_padding_mask",
     "PolynomialMixer",

@@ -41,6 +41,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from speechbrain.nnet.attention import RelPosEncXL, RelPosMHAXL, RoPEMHA
 
+from pom.mixers.base import TokenMixer
+
 
 def relative_position_encoder(d_model):
     """SpeechBrain's ``RelPosEncXL`` with its constant frequency table kept out
@@ -58,7 +60,7 @@ def relative_position_encoder(d_model):
     return encoder
 
 
-class RelPosMHAXLMixer(nn.Module):
+class RelPosMHAXLMixer(TokenMixer):
     """SpeechBrain's ``RelPosMHAXL`` as a token mixer.
 
     Arguments
@@ -97,7 +99,7 @@ class RelPosMHAXLMixer(nn.Module):
         )
 
 
-class RoPEMHAMixer(nn.Module):
+class RoPEMHAMixer(TokenMixer):
     """SpeechBrain's ``RoPEMHA`` (rotary position embeddings, Su et al. 2021) as a token mixer.
 
     With ``R_t`` the block-diagonal rotation by angles ``t \\theta_i``,
@@ -157,12 +159,10 @@ class RoPEMHAMixer(nn.Module):
         if self.causal:
             future = torch.ones(t, t, dtype=torch.bool, device=x.device).triu(diagonal=1)
             attn_mask = future if attn_mask is None else attn_mask | future
-        return self.attention(
-            x, x, x, key_padding_mask=padding_mask, attn_mask=attn_mask, return_attn_weights=False
-        )
+        return self.attention(x, x, x, key_padding_mask=padding_mask, attn_mask=attn_mask, return_attn_weights=False)
 
 
-class MultiHeadAttentionMixer(nn.Module):
+class MultiHeadAttentionMixer(TokenMixer):
     """Plain multi-head self-attention through ``F.scaled_dot_product_attention``.
 
     Arguments

@@ -25,17 +25,21 @@ import math
 import torch
 import torch.nn as nn
 
+from pom.mixers.base import TokenMixer
+
 
 def _masked_softmax_pool(values, scores, valid):
     """``sum_t softmax_t(scores) values_t`` over valid frames; values ``[B,T,H,dh]``, scores ``[B,T,H]``."""
     if valid is not None:
         scores = scores.masked_fill(~valid.unsqueeze(-1), float("-inf"))
-        values = torch.where(valid.view(*valid.shape, 1, 1), values, torch.zeros((), dtype=values.dtype, device=values.device))
+        values = torch.where(
+            valid.view(*valid.shape, 1, 1), values, torch.zeros((), dtype=values.dtype, device=values.device)
+        )
     weights = torch.softmax(scores.float(), dim=1).to(values.dtype)
     return torch.einsum("bth,bthd->bhd", weights, values)
 
 
-class Fastformer(nn.Module):
+class Fastformer(TokenMixer):
     """Fastformer additive-attention token mixer.
 
     Arguments

@@ -11,7 +11,7 @@ token-mixing MLP, so the mixing matrix is built from the utterance itself:
 
 (``X`` is ``[T, d]``, ``p_t`` absolute positions, padded frames zeroed), which is
 linear in ``T``. This wrapper keeps SpeechBrain's module (weights under
-``.hypermixing``), drops the dummy ``[B, T, T]`` tensor it returns, and raises
+``.hypermixing``), drops the dummy ``[B, T, T]`` tensor it returns, and
 replaces its fixed positional table (3000 frames, 2 minutes after the 4x
 front end, saved in every checkpoint) by the same sinusoids computed on the fly
 for any length.
@@ -24,13 +24,13 @@ Example
 torch.Size([2, 7, 16])
 """
 
-import torch.nn as nn
 from speechbrain.nnet.hypermixing import HyperMixing
 
+from pom.mixers.base import TokenMixer
 from pom.positions import SinusoidalPositions
 
 
-class HyperMixingMixer(nn.Module):
+class HyperMixingMixer(TokenMixer):
     """SpeechBrain's HyperMixing as a token mixer.
 
     Arguments

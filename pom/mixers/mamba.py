@@ -30,6 +30,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from pom.mixers.base import TokenMixer
+
 try:  # optional CUDA kernels
     from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
 except Exception:  # pragma: no cover - not installed here
@@ -79,10 +81,18 @@ class MambaDirection(nn.Module):
         delta = F.softplus(self.dt_proj(dt))
         A = -torch.exp(self.A_log.float())
         if selective_scan_fn is not None and u.is_cuda:
-            y = selective_scan_fn(
-                u.transpose(1, 2).contiguous(), delta.transpose(1, 2).contiguous(), A,
-                B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous(), self.D.float(),
-            ).transpose(1, 2).to(u.dtype)
+            y = (
+                selective_scan_fn(
+                    u.transpose(1, 2).contiguous(),
+                    delta.transpose(1, 2).contiguous(),
+                    A,
+                    B.transpose(1, 2).contiguous(),
+                    C.transpose(1, 2).contiguous(),
+                    self.D.float(),
+                )
+                .transpose(1, 2)
+                .to(u.dtype)
+            )
         else:
             y = selective_scan(u, delta, A, B, C, self.D)
         return self.out_proj(y * F.silu(z))
@@ -108,7 +118,7 @@ def reverse_within_length(x, padding_mask):
     return torch.gather(x, 1, index)
 
 
-class Mamba(nn.Module):
+class Mamba(TokenMixer):
     """Mamba token mixer (bidirectional by default, as in the BEST-RQ study).
 
     Arguments

@@ -33,9 +33,16 @@ state is ``D*d`` wide whatever the degree.
 ``causal=True`` replaces the global mean by the running mean over frames up
 to ``t`` (a streaming-friendly PoM, still linear time).
 
-``implementation="chunked"`` computes the same function chunk by chunk over
-time without storing the wide ``[B, T, state_dim]`` intermediates (see
-:mod:`pom.mixers.fast_polynomial`); parameters and state dict are unchanged.
+This module is the layer: parameters, options and their validation. The
+computations are ops on tensors (:mod:`pom.ops.polynomial`): the form object
+(``self.polynomial_form``) holds the expansion, and ``implementation`` picks, once
+at construction, the mixing op: ``"plain"`` (the reference), ``"chunked"``
+(same function, no wide ``[B, T, state_dim]`` intermediates) or ``"fused"``
+(Triton kernels on CUDA); parameters and state dict are the same for all.
+
+Variants (:mod:`pom.mixers.polynomial_variants`) are subclasses that override
+:meth:`PolynomialMixer.build_polynomial` (their projections and form) and,
+when their parameter layout differs, :meth:`PolynomialMixer.polynomial_parameters`.
 
 Example
 -------
@@ -49,39 +56,24 @@ torch.Size([2, 10, 16])
 torch.Size([2, 10, 16])
 """
 
+import functools
+
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from pom.mixers.masking import chunked_mean, masked_mean
-
-
-def cumulative_products(branches):
-    """Returns ``[a_1, a_1 a_2, ..., a_1...a_k]`` concatenated on the last dim.
-
-    Arguments
-    ---------
-    branches : list of torch.Tensor
-        The activated branches ``a_m``, all of the same shape.
-
-    Returns
-    -------
-    torch.Tensor
-        The ``k`` polynomial terms concatenated on the channel dimension.
-
-    Example
-    -------
-    >>> a = [torch.tensor([2.0]), torch.tensor([3.0]), torch.tensor([0.5])]
-    >>> cumulative_products(a)
-    tensor([2., 6., 3.])
-    """
-    terms = [branches[0]]
-    for branch in branches[1:]:
-        terms.append(terms[-1] * branch)
-    return torch.cat(terms, dim=-1)
+from pom.mixers.base import TokenMixer
+from pom.ops.polynomial import IMPLEMENTATIONS, polynomial_mixing_op
+from pom.ops.polynomial.chunked import DEFAULT_CHUNK_SIZE
+from pom.ops.polynomial.forms import PowerSeriesForm, ProductForm
+from pom.ops.polynomial.reference import streaming_polynomial_mixing
 
 
-class PolynomialMixer(nn.Module):
+def linear_tensors(*linears):
+    """``(W_1, b_1, W_2, b_2, ...)`` of ``nn.Linear`` layers (a bias may be None)."""
+    return tuple(tensor for linear in linears for tensor in (linear.weight, linear.bias))
+
+
+class PolynomialMixer(TokenMixer):
     """Polynomial Mixer with the speech paper's branch-product form (default)
     or upstream's compact power-series form.
 
@@ -94,7 +86,9 @@ class PolynomialMixer(nn.Module):
     expansion : int
         Expansion ``D`` of each branch (paper's base model: 2).
     form : str
-        ``"product"`` (the paper's form) or ``"power_series"`` (upstream's newer form).
+        ``"product"`` (the paper's form) or ``"power_series"`` (upstream's newer
+        form). Variants pass their form object here, for their own
+        :meth:`build_polynomial`.
     bias : bool
         Whether the projections have biases.
     dropout : float
@@ -113,7 +107,11 @@ class PolynomialMixer(nn.Module):
     """
 
     FORMS = ("product", "power_series")
-    IMPLEMENTATIONS = ("plain", "chunked", "fused")
+    #: The implementations this class offers (a subset of :data:`pom.ops.polynomial.IMPLEMENTATIONS`).
+    IMPLEMENTATIONS = tuple(IMPLEMENTATIONS)
+
+    supports_dynamic_chunks = True
+    supports_streaming = True
 
     def __init__(
         self,
@@ -126,90 +124,105 @@ class PolynomialMixer(nn.Module):
         output_norm=True,
         causal=False,
         implementation="plain",
-        chunk_size=1024,
+        chunk_size=DEFAULT_CHUNK_SIZE,
     ):
         super().__init__()
-        self._set_implementation(implementation, chunk_size, causal, dropout)
-        if form not in self.FORMS:
-            raise ValueError(f"PolynomialMixer: unknown form '{form}', expected one of {self.FORMS}")
         if degree < 1 or expansion < 1:
-            raise ValueError(f"PolynomialMixer: degree ({degree}) and expansion ({expansion}) must be >= 1")
-        if implementation == "fused" and form != "product":
-            raise ValueError("PolynomialMixer: implementation='fused' is for form='product' (use 'chunked')")
-        self.d_model = d_model
-        self.degree = degree
-        self.expansion = expansion
-        self.form = form
-        self.causal = causal
-        width = expansion * d_model
-        if form == "product":
-            self.polynomial_proj = nn.Linear(d_model, degree * width, bias=bias)
-            self.selection_proj = nn.Linear(d_model, degree * width, bias=bias)
-            self.state_dim = degree * width
-        else:
-            self.fused_proj = nn.Linear(d_model, 2 * width, bias=bias)
-            self.coefficients = nn.Parameter(0.02 * torch.randn(degree, width))
-            self.state_dim = width
-        self._build_output(d_model, bias, dropout, output_norm)
-
-    def _build_output(self, d_model, bias, dropout, output_norm):
-        """The shared read-out: dropout, ``W_o`` (state_dim -> d_model), LayerNorm."""
+            raise ValueError(f"{type(self).__name__}: degree ({degree}) and expansion ({expansion}) must be >= 1")
+        self.d_model, self.degree, self.expansion, self.causal = d_model, degree, expansion, causal
+        self.polynomial_form = self.build_polynomial(form, bias)
+        self.state_dim = self.polynomial_form.state_dim(expansion * d_model)
         self.output_proj = nn.Linear(self.state_dim, d_model, bias=bias)
         self.dropout = nn.Dropout(dropout)
         self.norm = nn.LayerNorm(d_model) if output_norm else nn.Identity()
+        self._mixing = self._choose_mixing(implementation, chunk_size, causal, dropout)
+        self._implementation, self._chunk_size = implementation, chunk_size
 
-    def _set_implementation(self, implementation, chunk_size, causal, dropout):
+    def build_polynomial(self, form, bias):
+        """Creates the projections that the polynomial form reads and returns the
+        form object (:mod:`pom.ops.polynomial.forms`); ``form`` is the
+        constructor's. Variants override it (with :meth:`polynomial_parameters`
+        when their tensors are laid out differently)."""
+        if form not in self.FORMS:
+            raise ValueError(f"{type(self).__name__}: unknown form '{form}', expected one of {self.FORMS}")
+        width = self.expansion * self.d_model
+        if form == "product":
+            self.polynomial_proj = nn.Linear(self.d_model, self.degree * width, bias=bias)
+            self.selection_proj = nn.Linear(self.d_model, self.degree * width, bias=bias)
+            return ProductForm(self.degree)
+        self.fused_proj = nn.Linear(self.d_model, 2 * width, bias=bias)
+        self.coefficients = nn.Parameter(0.02 * torch.randn(self.degree, width))
+        return PowerSeriesForm(self.degree)
+
+    def polynomial_parameters(self):
+        """The tensors ``self.polynomial_form`` reads, in its documented order."""
+        if isinstance(self.polynomial_form, PowerSeriesForm):
+            return (self.fused_proj.weight, self.fused_proj.bias, self.coefficients)
+        return linear_tensors(self.polynomial_proj, self.selection_proj)
+
+    def _choose_mixing(self, implementation, chunk_size, causal, dropout):
+        """Validates the implementation once and returns its mixing op."""
         name = type(self).__name__
         if implementation not in self.IMPLEMENTATIONS:
-            raise ValueError(f"{name}: unknown implementation '{implementation}', expected one of {self.IMPLEMENTATIONS}")
-        if implementation in ("chunked", "fused") and (causal or dropout > 0):
+            raise ValueError(
+                f"{name}: unknown implementation '{implementation}', expected one of {self.IMPLEMENTATIONS}"
+            )
+        if implementation == "plain":
+            return polynomial_mixing_op("plain", self.polynomial_form)
+        if causal or dropout > 0:
             raise ValueError(f"{name}: implementation='{implementation}' supports neither causal=True nor dropout > 0")
-        self.implementation, self.chunk_size = implementation, chunk_size
+        if chunk_size < 1:
+            raise ValueError(f"{name}: chunk_size must be >= 1, got {chunk_size}")
+        try:
+            op = polynomial_mixing_op(implementation, self.polynomial_form)
+        except ValueError as err:
+            raise ValueError(f"{name}: {err} (use 'chunked')") from None
+        return functools.partial(op, chunk_size=chunk_size)
 
-    def expand(self, x):
-        """Per-frame polynomial terms ``P(x_t)`` and gate ``s(x_t)``, both ``[B, T, state_dim]``."""
-        if self.form == "product":
-            branches = F.gelu(self.polynomial_proj(x)).chunk(self.degree, dim=-1)
-            return cumulative_products(branches), torch.sigmoid(self.selection_proj(x))
-        a, gate_logits = self.fused_proj(x).chunk(2, dim=-1)
-        a = torch.clamp(F.leaky_relu(a, 0.01), -0.1, 6.0)
-        coefficients = self.coefficients.to(a.dtype)
-        terms = coefficients[0] * a
-        power = a
-        for p in range(1, self.degree):
-            power = power * a
-            terms = terms + coefficients[p] * power
-        return terms, F.hardsigmoid(gate_logits)
+    @property
+    def form(self):
+        """Name of the polynomial form (``"product"``, ``"power_series"``, ...)."""
+        return self.polynomial_form.name
 
-    #: Reads SpeechBrain dynamic-chunk configurations and streams chunk by chunk.
-    supports_dynamic_chunks = True
+    @property
+    def implementation(self):
+        """``"plain"``, ``"chunked"`` or ``"fused"``, fixed at construction."""
+        return self._implementation
 
-    def _select(self, gate, means):
-        return self.norm(self.output_proj(self.dropout(gate * means)))
+    @implementation.setter
+    def implementation(self, value):
+        raise AttributeError(
+            f"{type(self).__name__}.implementation is chosen at construction: build the mixer with "
+            f"implementation='{value}' (YAML: mixer_options: {{implementation: {value}}})"
+        )
+
+    @property
+    def chunk_size(self):
+        """Frames per chunk of the chunked (and fused fallback) implementation."""
+        return self._chunk_size
+
+    def _mix(self, op, x, padding_mask, **options):
+        """``op(x, form, params, W_o, b_o, padding_mask, ...)``: one of the ops' mixings."""
+        dropout_p = self.dropout.p if self.training else 0.0
+        return op(
+            x, self.polynomial_form, self.polynomial_parameters(), self.output_proj.weight, self.output_proj.bias,
+            padding_mask, dropout_p=dropout_p, **options,
+        )  # fmt: skip
 
     def forward(self, x, padding_mask=None, dynchunktrain_config=None):
         """Mixes ``x`` ``[B, T, d_model]`` over time; ``padding_mask`` ``[B, T]`` is True at padded frames.
 
         With a SpeechBrain ``DynChunkTrainConfig``, frame ``t`` reads the mean up
         to the end of its chunk (within the configured left context)."""
-        if dynchunktrain_config is not None:
-            if self.causal:
-                raise ValueError("PolynomialMixer: causal=True and dynamic chunks are exclusive")
-            terms, gate = self.expand(x)
-            means, _ = chunked_mean(
-                terms, padding_mask, dynchunktrain_config.chunk_size, dynchunktrain_config.left_context_size
-            )
-            return self._select(gate, means)
-        if getattr(self, "implementation", "plain") == "chunked":
-            from pom.mixers.fast_polynomial import chunked_polynomial_mixing
-
-            return self.norm(chunked_polynomial_mixing(self, x, padding_mask, self.chunk_size))
-        if getattr(self, "implementation", "plain") == "fused":
-            from pom.mixers.triton_polynomial import fused_polynomial_mixing
-
-            return self.norm(fused_polynomial_mixing(self, x, padding_mask))
-        terms, gate = self.expand(x)
-        return self._select(gate, masked_mean(terms, padding_mask, causal=self.causal))
+        if dynchunktrain_config is None:
+            return self.norm(self._mix(self._mixing, x, padding_mask, causal=self.causal))
+        if self.causal:
+            raise ValueError(f"{type(self).__name__}: causal=True and dynamic chunks are exclusive")
+        z, _ = self._mix(
+            streaming_polynomial_mixing, x, padding_mask,
+            chunk_size=dynchunktrain_config.chunk_size, left_context_chunks=dynchunktrain_config.left_context_size,
+        )  # fmt: skip
+        return self.norm(z)
 
     def forward_streaming(self, x, state=None, padding_mask=None):
         """Processes the next chunk ``x`` ``[B, c, d]`` given the ``state`` returned
@@ -219,12 +232,15 @@ class PolynomialMixer(nn.Module):
         ``H = (n_past H_past + n_cur H_cur) / (n_past + n_cur)``. A causal mixer
         gives exactly its full causal pass; otherwise every frame of the chunk
         reads the mean up to the chunk's end (dynamic-chunk semantics)."""
-        terms, gate = self.expand(x)
-        means, state = chunked_mean(terms, padding_mask, chunk_size=1 if self.causal else x.shape[1], state=state)
-        return self._select(gate, means), state
+        chunk_size = 1 if self.causal else x.shape[1]
+        y, state = self._mix(streaming_polynomial_mixing, x, padding_mask, chunk_size=chunk_size, state=state)
+        return self.norm(y), state
 
     def extra_repr(self):
         extra = ""
-        if getattr(self, "implementation", "plain") != "plain":
+        if self.implementation != "plain":
             extra = f", implementation={self.implementation}, chunk_size={self.chunk_size}"
-        return f"d_model={self.d_model}, degree={self.degree}, expansion={self.expansion}, form={self.form}, causal={self.causal}{extra}"
+        return (
+            f"d_model={self.d_model}, degree={self.degree}, expansion={self.expansion}, form={self.form}, "
+            f"causal={self.causal}{extra}"
+        )

@@ -1,12 +1,15 @@
-"""The two PoM variants of the speech paper, sharing :class:`PolynomialMixer`'s
-mean-and-select mechanism (only the per-frame expansion differs).
+"""The two PoM variants of the speech paper, subclasses of :class:`PolynomialMixer`
+that share its mean-and-select mechanism, implementations and streaming (only
+the per-frame expansion differs: each class builds its projections and names
+its form, see :mod:`pom.ops.polynomial.forms`).
 
 **Selective PoM** keeps only the top-order term of a single projection:
 
 .. math::
 
     P(x) = \\mathrm{ReLU}(W x)^{k} \\in \\mathbb{R}^{Dd}, \\qquad
-    y_t = \\mathrm{LayerNorm}\\big( W_o [\\sigma(W_s x_t) \\odot \\tfrac{1}{|V|}\\textstyle\\sum_{t \\in V} P(x_t)] \\big)
+    y_t = \\mathrm{LayerNorm}\\big( W_o [\\sigma(W_s x_t) \\odot
+          \\tfrac{1}{|V|}\\textstyle\\sum_{t \\in V} P(x_t)] \\big)
 
 so the state is ``D*d`` wide instead of ``k*D*d``.
 
@@ -30,11 +33,11 @@ torch.Size([2, 7, 12])
 torch.Size([2, 7, 12])
 """
 
-import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from pom.mixers.polynomial import PolynomialMixer, cumulative_products
+from pom.mixers.polynomial import PolynomialMixer, linear_tensors
+from pom.ops.polynomial.chunked import DEFAULT_CHUNK_SIZE
+from pom.ops.polynomial.forms import ProductForm, TopOrderForm
 
 
 class SelectivePolynomialMixer(PolynomialMixer):
@@ -60,24 +63,39 @@ class SelectivePolynomialMixer(PolynomialMixer):
         As in :class:`PolynomialMixer` (``"chunked"``: same function, less memory).
     """
 
-    IMPLEMENTATIONS = ("plain", "chunked")  # no fused kernel for this expansion
+    IMPLEMENTATIONS = ("plain", "chunked")  # no fused kernel for this form
 
-    def __init__(self, d_model, degree=2, expansion=2, bias=True, dropout=0.0, output_norm=True, causal=False,
-                 implementation="plain", chunk_size=1024):
-        nn.Module.__init__(self)
-        self._set_implementation(implementation, chunk_size, causal, dropout)
-        if degree < 1 or expansion < 1:
-            raise ValueError(f"SelectivePolynomialMixer: degree ({degree}) and expansion ({expansion}) must be >= 1")
-        self.d_model, self.degree, self.expansion = d_model, degree, expansion
-        self.form, self.causal = "selective", causal
-        self.state_dim = expansion * d_model
-        self.polynomial_proj = nn.Linear(d_model, self.state_dim, bias=bias)
-        self.selection_proj = nn.Linear(d_model, self.state_dim, bias=bias)
-        self._build_output(d_model, bias, dropout, output_norm)
+    def __init__(
+        self,
+        d_model,
+        degree=2,
+        expansion=2,
+        bias=True,
+        dropout=0.0,
+        output_norm=True,
+        causal=False,
+        implementation="plain",
+        chunk_size=DEFAULT_CHUNK_SIZE,
+    ):
+        super().__init__(
+            d_model,
+            degree,
+            expansion,
+            TopOrderForm(degree),
+            bias,
+            dropout,
+            output_norm,
+            causal,
+            implementation,
+            chunk_size,
+        )
 
-    def expand(self, x):
-        """Top-order term ``ReLU(W x)^k`` and the sigmoid gate."""
-        return F.relu(self.polynomial_proj(x)).pow(self.degree), torch.sigmoid(self.selection_proj(x))
+    def build_polynomial(self, form, bias):
+        """``W`` and ``W_s``, both ``Linear(d, D d)``, for the top-order form."""
+        width = self.expansion * self.d_model
+        self.polynomial_proj = nn.Linear(self.d_model, width, bias=bias)
+        self.selection_proj = nn.Linear(self.d_model, width, bias=bias)
+        return form
 
 
 class FrequencyAwarePolynomialMixer(PolynomialMixer):
@@ -106,30 +124,50 @@ class FrequencyAwarePolynomialMixer(PolynomialMixer):
         As in :class:`PolynomialMixer` (``"chunked"``: same function, less memory).
     """
 
-    IMPLEMENTATIONS = ("plain", "chunked")  # no fused kernel for this expansion
+    IMPLEMENTATIONS = ("plain", "chunked")  # the fused kernel computes one group
 
-    def __init__(self, d_model, groups=2, degree=2, expansion=2, bias=True, dropout=0.0, output_norm=True, causal=False,
-                 implementation="plain", chunk_size=1024):
-        nn.Module.__init__(self)
-        self._set_implementation(implementation, chunk_size, causal, dropout)
+    def __init__(
+        self,
+        d_model,
+        groups=2,
+        degree=2,
+        expansion=2,
+        bias=True,
+        dropout=0.0,
+        output_norm=True,
+        causal=False,
+        implementation="plain",
+        chunk_size=DEFAULT_CHUNK_SIZE,
+    ):
         if groups < 1 or d_model % groups != 0:
-            raise ValueError(f"FrequencyAwarePolynomialMixer: d_model ({d_model}) must be divisible by groups ({groups})")
-        self.d_model, self.degree, self.expansion, self.groups = d_model, degree, expansion, groups
-        self.form, self.causal = "frequency_aware", causal
-        group_dim = d_model // groups
-        group_width = degree * expansion * group_dim
-        self.polynomial_projs = nn.ModuleList(nn.Linear(group_dim, group_width, bias=bias) for _ in range(groups))
-        self.selection_projs = nn.ModuleList(nn.Linear(group_dim, group_width, bias=bias) for _ in range(groups))
-        self.state_dim = groups * group_width
-        self._build_output(d_model, bias, dropout, output_norm)
+            raise ValueError(
+                f"FrequencyAwarePolynomialMixer: d_model ({d_model}) must be divisible by groups ({groups})"
+            )
+        super().__init__(
+            d_model,
+            degree,
+            expansion,
+            ProductForm(degree, groups),
+            bias,
+            dropout,
+            output_norm,
+            causal,
+            implementation,
+            chunk_size,
+        )
 
-    def expand(self, x):
-        """Per-group product terms and gates, concatenated over groups."""
-        terms, gates = [], []
-        for x_g, poly, sel in zip(x.chunk(self.groups, dim=-1), self.polynomial_projs, self.selection_projs):
-            terms.append(cumulative_products(F.gelu(poly(x_g)).chunk(self.degree, dim=-1)))
-            gates.append(torch.sigmoid(sel(x_g)))
-        return torch.cat(terms, dim=-1), torch.cat(gates, dim=-1)
+    def build_polynomial(self, form, bias):
+        """Per group ``g``: ``W_g`` and ``W_s^(g)``, both ``Linear(d/G, k D d/G)``."""
+        self.groups = form.groups
+        group_dim = self.d_model // self.groups
+        group_width = self.degree * self.expansion * group_dim
+        self.polynomial_projs = nn.ModuleList(nn.Linear(group_dim, group_width, bias=bias) for _ in range(self.groups))
+        self.selection_projs = nn.ModuleList(nn.Linear(group_dim, group_width, bias=bias) for _ in range(self.groups))
+        return form
+
+    def polynomial_parameters(self):
+        """``(W_1, b_1, ..., W_G, b_G, S_1, c_1, ..., S_G, c_G)``, the product form's group layout."""
+        return linear_tensors(*self.polynomial_projs, *self.selection_projs)
 
     def extra_repr(self):
         return super().extra_repr() + f", groups={self.groups}"

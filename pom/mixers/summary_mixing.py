@@ -63,7 +63,8 @@ import math
 import torch
 import torch.nn as nn
 
-from pom.mixers.masking import chunked_mean, masked_mean
+from pom.mixers.base import TokenMixer
+from pom.ops.masking import chunked_mean, masked_mean
 
 
 class GroupedLinear(nn.Module):
@@ -100,13 +101,17 @@ class GroupedLinear(nn.Module):
         self.groups = groups
         self.in_features, self.out_features = in_features, out_features
         bound = 1.0 / math.sqrt(in_features // groups)
-        self.weight = nn.Parameter(torch.empty(groups, in_features // groups, out_features // groups).uniform_(-bound, bound))
+        self.weight = nn.Parameter(
+            torch.empty(groups, in_features // groups, out_features // groups).uniform_(-bound, bound)
+        )
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
 
     def forward(self, x):
         """Applies the grouped projection on the last dimension."""
         x_groups = x.reshape(*x.shape[:-1], self.groups, self.in_features // self.groups)
-        y = torch.einsum("...gi,gio->...go", x_groups, self.weight.to(x.dtype)).reshape(*x.shape[:-1], self.out_features)
+        y = torch.einsum("...gi,gio->...go", x_groups, self.weight.to(x.dtype)).reshape(
+            *x.shape[:-1], self.out_features
+        )
         return y if self.bias is None else y + self.bias.to(y.dtype)
 
     def extra_repr(self):
@@ -133,7 +138,7 @@ def _hidden_widths(value, name):
     return list(value)
 
 
-class SummaryMixing(nn.Module):
+class SummaryMixing(TokenMixer):
     """SummaryMixing token mixer (official Conformer structure; see the module docstring).
 
     Arguments
@@ -163,8 +168,8 @@ class SummaryMixing(nn.Module):
     MODES = ("full", "lite", "fast")
     OFFICIAL_MODE_NAMES = {"SummaryMixing": "full", "SummaryMixing-lite": "lite", "SummaryMixing-fast": "fast"}
 
-    #: Reads SpeechBrain dynamic-chunk configurations and streams chunk by chunk.
     supports_dynamic_chunks = True
+    supports_streaming = True
 
     def __init__(
         self,

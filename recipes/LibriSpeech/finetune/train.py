@@ -39,32 +39,25 @@ Authors
 """
 
 import os
-import shutil
 import sys
 import time
 
-import torch
-
 import speechbrain as sb
+import torch
 from speechbrain.dataio.sampler import DynamicBatchSampler
 from speechbrain.decoders.ctc import CTCBeamSearcher
 from speechbrain.utils.distributed import if_main_process, is_distributed_initialized, run_on_main
 from speechbrain.utils.logger import get_logger
 
-from pom.batching import TOLERANCE, describe, global_batch_plan
-from pom.bestrq import load_hparams, resolve_hparams_file
 from pom.data.librispeech import prepare_librispeech
-from pom.finetune import (
-    CTCTokens,
-    PretrainedMismatchError,
-    check_lm_decoding,
-    check_pretrained_config,
-    count_parameters,
-    find_pretrained,
-    load_pretrained,
-    save_hparams_record,
-    write_json,
-)
+from pom.parameters import count_parameters
+from pom.recipe import checks
+from pom.recipe.batching import TOLERANCE, describe, global_batch_plan
+from pom.recipe.checks import ConfigurationError
+from pom.recipe.files import atomic_write, copy_file, write_json
+from pom.recipe.hparams import load_hparams, resolve_hparams_file, save_hparams_record
+from pom.recipe.pretrained import PretrainedMismatchError, check_pretrained_config, find_pretrained, load_pretrained
+from pom.recipe.tokens import TOKEN_TYPES, CTCTokens
 
 logger = get_logger(__name__)
 
@@ -83,9 +76,7 @@ class ASR(sb.Brain):
             feats = self.hparams.compute_features(wavs.float())
             feats = self.modules.normalize(feats, wav_lens, epoch=self.hparams.epoch_counter.current)
         with torch.set_grad_enabled(stage == sb.Stage.TRAIN and not self.hparams.freeze_encoder):
-            dynchunktrain_config = (
-                self.hparams.dynchunktrain_config_sampler(stage) if self.hparams.streaming else None
-            )
+            dynchunktrain_config = self.hparams.dynchunktrain_config_sampler(stage) if self.hparams.streaming else None
             encoded = self.modules.encoder(self.modules.CNN(feats), wav_lens, dynchunktrain_config=dynchunktrain_config)
         logits = self.modules.ctc_lin(self.modules.back_end_ffn(encoded))
         return self.hparams.log_softmax(logits), wav_lens
@@ -147,9 +138,7 @@ class ASR(sb.Brain):
                 sb.nnet.schedulers.update_learning_rate(self.encoder_optimizer, new_lr_enc)
                 meta["lr_encoder"] = old_lr_enc
             meta["minutes"] = round((time.time() - self.fit_start) / 60.0, 2)
-            self.hparams.train_logger.log_stats(
-                stats_meta=meta, train_stats=self.train_stats, valid_stats=stage_stats
-            )
+            self.hparams.train_logger.log_stats(stats_meta=meta, train_stats=self.train_stats, valid_stats=stage_stats)
             self.checkpointer.save_and_keep_only(
                 meta={"WER": stage_stats["WER"], "CER": stage_stats["CER"], "loss": stage_loss},
                 min_keys=[self.hparams.best_metric],
@@ -162,9 +151,9 @@ class ASR(sb.Brain):
             if if_main_process():
                 folder = self.hparams.output_folder
                 tag = "_lm" if self.hparams.kenlm_model_path and self.test_searcher is not None else ""
-                with open(os.path.join(folder, f"wer_{self.test_split}{tag}.txt"), "w", encoding="utf-8") as w:
+                with atomic_write(os.path.join(folder, f"wer_{self.test_split}{tag}.txt")) as w:
                     self.wer_metric.write_stats(w)
-                with open(os.path.join(folder, f"cer_{self.test_split}{tag}.txt"), "w", encoding="utf-8") as w:
+                with atomic_write(os.path.join(folder, f"cer_{self.test_split}{tag}.txt")) as w:
                     self.cer_metric.write_stats(w)
                 self.results["splits"][self.test_split] = {
                     "WER": round(stage_stats["WER"], 2),
@@ -198,12 +187,10 @@ def dataio_prepare(hparams, tokens):
             sort_key="duration", reverse=hparams["sorting"] == "descending", **limits
         )
         train_loader_kwargs["shuffle"] = False  # sorted batches, as in SpeechBrain's recipe
-    elif hparams["sorting"] == "random":
+    else:  # random
         if limits:
             train_data = train_data.filtered_sorted(**limits)
         train_loader_kwargs["shuffle"] = True
-    else:
-        raise ValueError(f"sorting must be ascending, descending or random, got {hparams['sorting']!r}")
     if len(train_data) == 0:
         raise ValueError(f"no training utterance in {hparams['train_csv']}")
 
@@ -260,7 +247,53 @@ def build_tokens(hparams):
     )
 
 
-def plan_global_batch(hparams, run_opts):
+def check_hparams(hparams, run_opts):
+    """Every problem of the settings, one line each (an empty list: the run can
+    start): types and ranges of the options this recipe reads, the data folder,
+    the LM, and combinations that cannot work. On a CPU, the YAML's fp16
+    becomes fp32 (with a printed warning)."""
+    problems = [
+        *checks.numbers(hparams, "lr", "lr_encoder"),
+        *checks.numbers(hparams, "weight_decay", strict=False),
+        *checks.numbers(hparams, "max_batch_len", "avoid_if_longer_than", optional=True),
+        *checks.numbers(hparams, "avoid_if_shorter_than", strict=False, optional=True),
+        *checks.numbers(hparams, "lm_alpha", "lm_beta", minimum=None),
+        *checks.integers(hparams, "global_batch_size", optional=True),
+        *checks.integers(
+            hparams,
+            "batch_size",
+            "grad_accumulation_factor",
+            "num_buckets",
+            "valid_batch_size",
+            "test_batch_size",
+            "beam_size",
+        ),
+        *checks.integers(hparams, "num_workers", "seed", minimum=0),
+        *checks.one_of(hparams, "token_type", TOKEN_TYPES),
+        *checks.one_of(hparams, "best_metric", ("WER", "CER", "loss")),
+        *checks.one_of(hparams, "test_decoding", ("beam", "greedy")),
+        *checks.one_of(hparams, "sorting", ("ascending", "descending", "random")),
+        *checks.booleans(hparams, "augment", "freeze_encoder", "skip_prep", "causal", "streaming"),
+        *checks.fp16_on_cpu(hparams, run_opts),
+    ]
+    lm_problem = checks.check_lm_decoding(hparams["kenlm_model_path"], hparams["test_decoding"])
+    if lm_problem:
+        problems.append(lm_problem)
+    fixed_batches = hparams.get("global_batch_size") and not hparams["max_batch_len"]
+    if fixed_batches and "grad_accumulation_factor" in run_opts.overridden_args:
+        problems.append(
+            "grad_accumulation_factor is derived from global_batch_size: give one of them "
+            "(--global_batch_size=null to set the accumulation by hand)"
+        )
+    if not os.path.isdir(str(hparams["data_folder"])) and not hparams["skip_prep"]:
+        problems.append(
+            f"data_folder {hparams['data_folder']!r} does not exist: pass --data_folder=/path/to/LibriSpeech "
+            "(the folder holding train-clean-100, dev-clean, ...)"
+        )
+    return problems
+
+
+def plan_global_batch(hparams):
     """With ``global_batch_size`` and fixed-size batches, derives the per-GPU
     batch (at most ``batch_size``) and the gradient accumulation from the
     number of GPUs, so that 1, 2 or 8 GPUs take the same optimizer steps; sets
@@ -268,16 +301,19 @@ def plan_global_batch(hparams, run_opts):
     target = hparams.get("global_batch_size")
     world = torch.distributed.get_world_size() if is_distributed_initialized() else 1
     if not target or hparams["max_batch_len"]:
-        plan = global_batch_plan(hparams["batch_size"] * world * hparams["grad_accumulation_factor"],
-                                 hparams["batch_size"], world, integer=True)
+        plan = global_batch_plan(
+            hparams["batch_size"] * world * hparams["grad_accumulation_factor"],
+            hparams["batch_size"],
+            world,
+            integer=True,
+        )
         if hparams["max_batch_len"]:
-            logger.info(f"Dynamic batches of at most {hparams['max_batch_len']} s per GPU x {world} GPU(s) x "
-                        f"{hparams['grad_accumulation_factor']} accumulated step(s)")
+            logger.info(
+                f"Dynamic batches of at most {hparams['max_batch_len']} s per GPU x {world} GPU(s) x "
+                f"{hparams['grad_accumulation_factor']} accumulated step(s)"
+            )
             return None
     else:
-        if "grad_accumulation_factor" in run_opts.overridden_args:
-            raise ValueError("grad_accumulation_factor is derived from global_batch_size: give one of them "
-                             "(--global_batch_size=null to set the accumulation by hand)")
         plan = global_batch_plan(int(target), int(hparams["batch_size"]), world, integer=True)
         hparams["grad_accumulation_factor"] = plan.grad_accumulation_factor
         hparams["train_dataloader_opts"]["batch_size"] = plan.per_device
@@ -301,39 +337,33 @@ def fix_normalizer(hparams, found):
 
 
 def main(argv):
+    """Fine-tunes (or, after training, only tests) as the command line says. A
+    run that cannot go on raises :class:`ConfigurationError` (one line: see the
+    end of this file)."""
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
     sb.utils.distributed.ddp_init_group(run_opts)
     try:
         hparams = load_hparams(hparams_file, overrides)
     except (ValueError, KeyError, FileNotFoundError) as err:
-        sys.exit(f"Error in the configuration ({hparams_file} and command line): {err}")
-    if not os.path.isdir(hparams["data_folder"]) and not hparams["skip_prep"]:
-        sys.exit(
-            f"Error: data_folder {hparams['data_folder']!r} does not exist: pass --data_folder=/path/to/LibriSpeech "
-            "(the folder holding train-clean-100, dev-clean, ...)"
-        )
+        raise ConfigurationError(f"in the configuration ({hparams_file} and command line): {err}") from None
+    problems = check_hparams(hparams, run_opts)
+    if problems:
+        raise ConfigurationError("; ".join(problems))
     try:  # a foreign checkpoint is converted once (main process), then found by every rank
-        locate = {"path": hparams["pretrained_path"], "import_dir": os.path.join(hparams["output_folder"], "imported_encoder")}
+        locate = {
+            "path": hparams["pretrained_path"],
+            "import_dir": os.path.join(hparams["output_folder"], "imported_encoder"),
+        }
         run_on_main(find_pretrained, kwargs=locate)
         found = find_pretrained(**locate)
         if found is not None:
             check_pretrained_config(found, hparams["encoder_config"], hparams_file)
         fix_normalizer(hparams, found)
-        batch_plan = plan_global_batch(hparams, run_opts)
+    except PretrainedMismatchError as err:
+        raise ConfigurationError(f"{err}. Fine-tune with the pre-training's mixer and sizes.") from None
     except (FileNotFoundError, ValueError) as err:
-        if isinstance(err, PretrainedMismatchError):
-            sys.exit(f"Error: {err}. Fine-tune with the pre-training's mixer and sizes.")
-        sys.exit(f"Error: {err}")
-    if hparams["test_decoding"] not in ("beam", "greedy"):
-        sys.exit(f"Error: test_decoding must be 'beam' or 'greedy', got {hparams['test_decoding']!r}")
-    lm_problem = check_lm_decoding(hparams["kenlm_model_path"], hparams["test_decoding"])
-    if lm_problem:
-        sys.exit(f"Error: {lm_problem}")
-    if hparams["best_metric"] not in ("WER", "CER", "loss"):
-        sys.exit(f"Error: best_metric must be WER, CER or loss, got {hparams['best_metric']!r}")
-    if hparams["precision"] == "fp16" and not torch.cuda.is_available() and "precision" not in run_opts.overridden_args:
-        logger.warning("No GPU: training in fp32 instead of the YAML's fp16 (SpeechBrain has no fp16 on CPU)")
-        hparams["precision"] = "fp32"
+        raise ConfigurationError(str(err)) from None
+    batch_plan = plan_global_batch(hparams)
 
     base_file, merged_overrides = resolve_hparams_file(hparams_file, overrides)
     sb.create_experiment_directory(
@@ -342,7 +372,7 @@ def main(argv):
         overrides=merged_overrides,
     )
     if if_main_process() and os.path.abspath(base_file) != os.path.abspath(hparams_file):
-        shutil.copy(hparams_file, os.path.join(hparams["output_folder"], "hparams_" + os.path.basename(hparams_file)))
+        copy_file(hparams_file, os.path.join(hparams["output_folder"], "hparams_" + os.path.basename(hparams_file)))
     if if_main_process():
         save_hparams_record(hparams["output_folder"], base_file, merged_overrides)
 
@@ -363,7 +393,7 @@ def main(argv):
         tokens = build_tokens(hparams)
         train_data, valid_data, test_datasets, train_loader_kwargs = dataio_prepare(hparams, tokens)
     except (ValueError, FileNotFoundError) as err:
-        sys.exit(f"Data preparation failed: {err}")
+        raise ConfigurationError(f"data preparation failed: {err}") from None
 
     resuming = hparams["checkpointer"].find_checkpoint() is not None
     if found is not None and not resuming:
@@ -378,7 +408,7 @@ def main(argv):
         try:  # the main process links the files and loads them, then the other ranks load them
             run_on_main(load_pretrained, kwargs=load_kwargs, post_func=load_pretrained, post_kwargs=load_kwargs)
         except PretrainedMismatchError as err:
-            sys.exit(f"Error: {err}. Fine-tune with the pre-training's mixer and sizes.")
+            raise ConfigurationError(f"{err}. Fine-tune with the pre-training's mixer and sizes.") from None
     elif found is None:
         logger.info("No pre-trained encoder (pretrained_path: none): the encoder starts from random weights")
 
@@ -434,4 +464,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    try:
+        main(sys.argv[1:])
+    except ConfigurationError as err:  # the one way out of a run that cannot go on: one line, no traceback
+        sys.exit(f"Error: {err}")

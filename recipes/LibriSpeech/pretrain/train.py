@@ -30,31 +30,26 @@ Authors
 import dataclasses
 import json
 import os
-import shutil
 import sys
 import time
 from functools import partial
 
+import speechbrain as sb
 import torch
 import torch.nn.functional as F
-
-import speechbrain as sb
 from speechbrain.dataio.sampler import DynamicBatchSampler
 from speechbrain.lobes.models.BESTRQ import brq_mask_collate_fn
 from speechbrain.utils.distributed import if_main_process, is_distributed_initialized, run_on_main
 from speechbrain.utils.logger import get_logger
 
-from pom.bestrq import (
-    EncoderConfigMismatch,
-    load_hparams,
-    masked_stacked_indices,
-    module_fingerprint,
-    statistics_fingerprint,
-    pad_to_multiple,
-    resolve_hparams_file,
-)
-from pom.batching import TOLERANCE, describe, global_batch_plan
+from pom.bestrq import masked_stacked_indices, pad_to_multiple
 from pom.data.librispeech import prepare_librispeech
+from pom.recipe import checks
+from pom.recipe.batching import TOLERANCE, describe, global_batch_plan
+from pom.recipe.checkpoints import EncoderConfigMismatch, module_fingerprint, statistics_fingerprint
+from pom.recipe.checks import ConfigurationError
+from pom.recipe.files import copy_file, write_json
+from pom.recipe.hparams import load_hparams, resolve_hparams_file
 
 logger = get_logger(__name__)
 
@@ -94,8 +89,13 @@ class BestRQBrain(sb.Brain):
         with torch.no_grad():
             correct = (logits.argmax(dim=-1) == targets).sum()
             if torch.isfinite(loss):
-                self.stats += torch.stack([loss.detach().double() * targets.numel(), correct.double(),
-                                           torch.tensor(float(targets.numel()), device=loss.device).double()])
+                self.stats += torch.stack(
+                    [
+                        loss.detach().double() * targets.numel(),
+                        correct.double(),
+                        torch.tensor(float(targets.numel()), device=loss.device).double(),
+                    ]
+                )
         return loss
 
     # ------------------------------------------------------------------ hooks
@@ -108,8 +108,10 @@ class BestRQBrain(sb.Brain):
             self.hparams.encoder_config.save(os.path.join(self.hparams.save_folder, "encoder_config.json"))
         epoch = self.hparams.epoch_counter.current + 1  # the epoch training goes on with
         if self.optimizer_step > 0:
-            msg = (f"resumed from checkpoint: optimizer step {self.optimizer_step}, "
-                   f"epoch {epoch} after {self.step} batches")
+            msg = (
+                f"resumed from checkpoint: optimizer step {self.optimizer_step}, "
+                f"epoch {epoch} after {self.step} batches"
+            )
         else:
             msg = "started from scratch"
         logger.info(msg)
@@ -180,7 +182,10 @@ class BestRQBrain(sb.Brain):
         if is_distributed_initialized() and stage == sb.Stage.TRAIN:
             torch.distributed.all_reduce(stats)
         loss_sum, correct, frames = stats.tolist()
-        stage_stats = {"loss": round(loss_sum / max(frames, 1.0), 4), "masked_acc": round(correct / max(frames, 1.0), 4)}
+        stage_stats = {
+            "loss": round(loss_sum / max(frames, 1.0), 4),
+            "masked_acc": round(correct / max(frames, 1.0), 4),
+        }
         if stage == sb.Stage.TRAIN:
             self.train_stats = stage_stats
             if not self.has_valid:
@@ -291,17 +296,51 @@ def dataio_prepare(hparams):
     return train_data, valid_data, train_sampler, train_loader_kwargs, valid_loader_kwargs
 
 
-def check_hparams(hparams):
-    """Clear errors for settings that cannot work."""
-    if hparams["mask_length"] % hparams["stack_frames"]:
-        raise ValueError(
-            f"mask_length ({hparams['mask_length']}) must be a multiple of stack_frames ({hparams['stack_frames']})"
+def check_hparams(hparams, run_opts):
+    """Every problem of the settings, one line each (an empty list: the run can
+    start): types and ranges of the options this recipe reads, the data folder,
+    and combinations that cannot work. On a CPU, the YAML's fp16 becomes fp32
+    (with a printed warning)."""
+    problems = [
+        *checks.numbers(hparams, "max_batch_len", "lr", "avoid_if_longer_than"),
+        *checks.numbers(hparams, "global_batch_seconds", optional=True),
+        *checks.numbers(hparams, "weight_decay", "avoid_if_shorter_than", "noise_std", strict=False),
+        *checks.numbers(hparams, "mask_prob", maximum=1),
+        *checks.numbers(hparams, "noise_mean", minimum=None),
+        *checks.integers(
+            hparams,
+            "train_num_buckets",
+            "valid_batch_size",
+            "grad_accumulation_factor",
+            "log_interval",
+            "warmup_steps",
+            "mask_length",
+            "stack_frames",
+            "num_end_of_epoch_ckpts",
+        ),
+        *checks.integers(hparams, "num_workers", "seed", minimum=0),
+        *checks.booleans(hparams, "skip_prep", "causal", "streaming"),
+        *checks.fp16_on_cpu(hparams, run_opts),
+    ]
+    mask_length, stack_frames = hparams["mask_length"], hparams["stack_frames"]
+    if (
+        isinstance(mask_length, int)
+        and isinstance(stack_frames, int)
+        and stack_frames > 0
+        and mask_length % stack_frames
+    ):
+        problems.append(f"mask_length ({mask_length}) must be a multiple of stack_frames ({stack_frames})")
+    if hparams.get("global_batch_seconds") and "grad_accumulation_factor" in run_opts.overridden_args:
+        problems.append(
+            "grad_accumulation_factor is derived from global_batch_seconds: give one of them "
+            "(--global_batch_seconds=null to set the accumulation by hand)"
         )
-    if not os.path.isdir(hparams["data_folder"]) and not hparams["skip_prep"]:
-        raise FileNotFoundError(
+    if not os.path.isdir(str(hparams["data_folder"])) and not hparams["skip_prep"]:
+        problems.append(
             f"data_folder {hparams['data_folder']!r} does not exist: pass --data_folder=/path/to/LibriSpeech "
             "(the folder holding train-clean-100, dev-clean, ...)"
         )
+    return problems
 
 
 def world_size():
@@ -309,7 +348,7 @@ def world_size():
     return torch.distributed.get_world_size() if is_distributed_initialized() else 1
 
 
-def plan_global_batch(hparams, run_opts):
+def plan_global_batch(hparams):
     """With ``global_batch_seconds``, derives the gradient accumulation and the
     per-GPU ``max_batch_len`` (at most the YAML's) from the number of GPUs, so
     that every optimizer step sees the same audio on 1, 2 or 8 GPUs; sets them
@@ -317,11 +356,6 @@ def plan_global_batch(hparams, run_opts):
     target = hparams.get("global_batch_seconds")
     if not target:
         return None
-    if "grad_accumulation_factor" in run_opts.overridden_args:
-        raise ValueError(
-            "grad_accumulation_factor is derived from global_batch_seconds: give one of them "
-            "(--global_batch_seconds=null to set the accumulation by hand)"
-        )
     plan = global_batch_plan(float(target), float(hparams["max_batch_len"]), world_size())
     hparams["grad_accumulation_factor"] = plan.grad_accumulation_factor
     hparams["max_batch_len"] = plan.per_device
@@ -336,18 +370,22 @@ def record_global_batch(hparams, plan, train_sampler):
     if plan is None:
         plan = global_batch_plan(
             hparams["max_batch_len"] * world_size() * hparams["grad_accumulation_factor"],
-            hparams["max_batch_len"], world_size(),
+            hparams["max_batch_len"],
+            world_size(),
         )
     logger.info("Effective batch: " + describe(plan, measured_per_device=fill))
     if plan.off_target > TOLERANCE:
-        logger.warning(f"The global batch ({plan.global_batch:.0f} s) is {100 * plan.off_target:.0f} % away "
-                       f"from global_batch_seconds ({plan.target:.0f} s)")
+        logger.warning(
+            f"The global batch ({plan.global_batch:.0f} s) is {100 * plan.off_target:.0f} % away "
+            f"from global_batch_seconds ({plan.target:.0f} s)"
+        )
     if if_main_process():
-        record = dict(plan.as_dict(), mean_seconds_per_device_batch=round(fill, 2),
-                      mean_seconds_per_step=round(fill * plan.world_size * plan.grad_accumulation_factor, 1))
-        with open(os.path.join(hparams["output_folder"], "global_batch.json"), "w", encoding="utf-8") as f:
-            json.dump(record, f, indent=2)
-            f.write("\n")
+        record = dict(
+            plan.as_dict(),
+            mean_seconds_per_device_batch=round(fill, 2),
+            mean_seconds_per_step=round(fill * plan.world_size * plan.grad_accumulation_factor, 1),
+        )
+        write_json(os.path.join(hparams["output_folder"], "global_batch.json"), record)
 
 
 def export_pretrained(hparams, checkpointer):
@@ -359,26 +397,36 @@ def export_pretrained(hparams, checkpointer):
     out = os.path.join(hparams["output_folder"], "pretrained")
     os.makedirs(out, exist_ok=True)
     for name in ("model", "normalize", "quantizer", "head"):
-        shutil.copyfile(ckpt.paramfiles[name], os.path.join(out, f"{name}.ckpt"))
-    shutil.copyfile(ckpt.paramfiles["encoder_config"], os.path.join(out, "encoder_config.json"))
-    with open(os.path.join(out, "checkpoint.json"), "w", encoding="utf-8") as f:
-        json.dump({"checkpoint": str(ckpt.path), **{k: v for k, v in ckpt.meta.items() if k != "unixtime"}}, f, indent=2)
+        copy_file(ckpt.paramfiles[name], os.path.join(out, f"{name}.ckpt"))
+    copy_file(ckpt.paramfiles["encoder_config"], os.path.join(out, "encoder_config.json"))
+    write_json(
+        os.path.join(out, "checkpoint.json"),
+        {"checkpoint": str(ckpt.path), **{k: v for k, v in ckpt.meta.items() if k != "unixtime"}},
+    )
     logger.info(f"Pre-trained encoder exported to {out} (from {ckpt.path})")
 
 
 def main(argv):
+    """Pre-trains, or resumes, as the command line says. A run that cannot go on
+    raises :class:`ConfigurationError` (one line: see the end of this file)."""
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
     if isinstance(run_opts.optimizer_step_limit, str):  # SpeechBrain 1.1 parses it as a string
+        if not run_opts.optimizer_step_limit.isdigit():
+            raise ConfigurationError(
+                f"optimizer_step_limit must be a positive integer, got {run_opts.optimizer_step_limit!r}"
+            )
         run_opts = dataclasses.replace(run_opts, optimizer_step_limit=int(run_opts.optimizer_step_limit))
     sb.utils.distributed.ddp_init_group(run_opts)
 
     try:
         hparams = load_hparams(hparams_file, overrides)
-        hparams.setdefault("batch_log", None)
-        check_hparams(hparams)
-        batch_plan = plan_global_batch(hparams, run_opts)
     except (ValueError, KeyError, FileNotFoundError) as err:
-        sys.exit(f"Error in the configuration ({hparams_file} and command line): {err}")
+        raise ConfigurationError(f"in the configuration ({hparams_file} and command line): {err}") from None
+    hparams.setdefault("batch_log", None)
+    problems = check_hparams(hparams, run_opts)
+    if problems:
+        raise ConfigurationError("; ".join(problems))
+    batch_plan = plan_global_batch(hparams)
 
     # ckpt_interval_steps given on the command line replaces the default time interval.
     if "ckpt_interval_steps" in run_opts.overridden_args and "ckpt_interval_minutes" not in run_opts.overridden_args:
@@ -391,7 +439,7 @@ def main(argv):
         overrides=merged_overrides,
     )
     if if_main_process() and os.path.abspath(base_file) != os.path.abspath(hparams_file):
-        shutil.copy(hparams_file, os.path.join(hparams["output_folder"], "hparams_" + os.path.basename(hparams_file)))
+        copy_file(hparams_file, os.path.join(hparams["output_folder"], "hparams_" + os.path.basename(hparams_file)))
 
     try:
         run_on_main(
@@ -409,7 +457,7 @@ def main(argv):
         )
         train_data, valid_data, train_sampler, train_kwargs, valid_kwargs = dataio_prepare(hparams)
     except (ValueError, FileNotFoundError) as err:
-        sys.exit(f"Data preparation failed: {err}")
+        raise ConfigurationError(f"data preparation failed: {err}") from None
     record_global_batch(hparams, batch_plan, train_sampler)
 
     brain = BestRQBrain(
@@ -430,10 +478,13 @@ def main(argv):
             valid_loader_kwargs=valid_kwargs,
         )
     except EncoderConfigMismatch as err:  # resuming into another architecture
-        sys.exit(f"Cannot resume from {hparams['save_folder']}: {err}")
+        raise ConfigurationError(f"cannot resume from {hparams['save_folder']}: {err}") from None
     if if_main_process():
         export_pretrained(hparams, brain.checkpointer)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    try:
+        main(sys.argv[1:])
+    except ConfigurationError as err:  # the one way out of a run that cannot go on: one line, no traceback
+        sys.exit(f"Error: {err}")

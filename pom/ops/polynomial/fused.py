@@ -1,14 +1,15 @@
-"""Fused PoM state on GPU: Triton kernels for the polynomial expansion and the
-masked mean over time, with the chunked PyTorch path as the CPU fallback.
+"""Fused PoM mixing on GPU: Triton kernels for the product form's state (the
+polynomial expansion and the masked mean over time), with the chunked op as
+the fallback on other devices.
 
 For the product form with degree ``k`` and branch width ``W = D d``, the
 state is, for every utterance ``b`` and channel ``c`` of term ``i``::
 
-    a_j = (W_1 x_t)_j                        (one GEMM, [B, T, k W], kept)
+    a_j = (W_1 x_t + b_1)_j                  (one GEMM, [B, T, k W], kept)
     H[b, i W + c] = sum_t w_bt prod_{j <= i} gelu(a_j[b, t, c])
-    w_bt = 1 / |V_b| on valid frames, 0 on padded frames
+    w_bt = 1 / |V_b| on valid frames, 0 on padded frames   (masking.frame_weights)
 
-The plain path writes every activated branch, every partial product and
+The reference writes every activated branch, every partial product and
 their concatenation (several ``[B, T, k W]`` tensors) and keeps them for
 backward. The forward kernel reads ``a`` once per term and writes only
 ``H`` (``[B, k W]``, float32); the backward kernel recomputes the branches
@@ -26,22 +27,22 @@ kernel is one program per tile of ``BLOCK_T`` frames x ``BLOCK_C`` channels.
 Every kernel is compiled ahead of time for sm_80 and sm_90 in the test suite
 (``tests/test_triton_compile.py``, no GPU needed).
 
-``implementation: fused`` on :class:`~pom.mixers.PolynomialMixer` (product
-form, not causal, no mixer dropout) uses it on CUDA tensors; on other devices
-it runs :func:`~pom.mixers.fast_polynomial.chunked_polynomial_mixing`, which
-computes the same function. With ``TRITON_INTERPRET=1`` set before Triton is
+:func:`polynomial_mixing` has the signature of
+:func:`pom.ops.polynomial.reference.polynomial_mixing` (plus ``chunk_size``,
+used by the fallback) and takes the product form with one group
+(:func:`supports`). It runs the kernels on CUDA tensors, and
+:func:`pom.ops.polynomial.chunked.polynomial_mixing`, which computes the same
+function, elsewhere. With ``TRITON_INTERPRET=1`` set before Triton is
 imported, the kernels also run on CPU tensors (slowly): the tests check them
-that way against the plain implementation.
+that way against the reference. :func:`product_state` is the kernels' op,
+twin of :func:`pom.ops.polynomial.reference.product_state`.
 
 Example
 -------
 >>> import torch
->>> a = torch.randn(2, 5, 6)
->>> w = torch.full((2, 5), 0.2)
->>> h = polynomial_state_reference(a, w, degree=2)
->>> g = torch.nn.functional.gelu(a)
->>> torch.allclose(h[:, :3], (g[..., :3] * 0.2).sum(1)), torch.allclose(h[:, 3:], (g[..., :3] * g[..., 3:] * 0.2).sum(1))
-(True, True)
+>>> from pom.ops.polynomial.forms import ProductForm, TopOrderForm
+>>> supports(ProductForm(degree=3)), supports(ProductForm(2, groups=2)), supports(TopOrderForm(2))
+(True, False, False)
 """
 
 import os
@@ -50,7 +51,10 @@ import warnings
 import torch
 import torch.nn.functional as F
 
-from pom.mixers.polynomial import cumulative_products
+from pom.ops.masking import frame_weights
+from pom.ops.polynomial import chunked
+from pom.ops.polynomial.forms import ProductForm
+from pom.ops.polynomial.reference import gated_readout
 
 try:  # Triton ships with CUDA builds of PyTorch; absent elsewhere
     import triton
@@ -75,6 +79,15 @@ def triton_usable(x):
     return x.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"
 
 
+#: The forms this op computes (see :func:`supports`).
+SUPPORTED_FORMS = "form='product' with one group"
+
+
+def supports(form):
+    """Whether the kernels compute ``form``'s state: the product form with one group."""
+    return isinstance(form, ProductForm) and form.groups == 1
+
+
 _WARNED = set()
 
 
@@ -82,21 +95,6 @@ def _warn_once(message):
     if message not in _WARNED:
         _WARNED.add(message)
         warnings.warn(message, stacklevel=3)
-
-
-def frame_weights(padding_mask, batch, time, device):
-    """``w [B, T]`` float32: ``1 / |V_b|`` on valid frames, 0 on padded frames."""
-    if padding_mask is None:
-        return torch.full((batch, time), 1.0 / time, device=device, dtype=torch.float32)
-    valid = (~padding_mask).to(torch.float32)
-    return valid / valid.sum(dim=1, keepdim=True).clamp(min=1.0)
-
-
-def polynomial_state_reference(a, weights, degree):
-    """The state ``H`` in plain PyTorch (float32), for checks: ``[B, k W]``."""
-    terms = cumulative_products(F.gelu(a.float()).chunk(degree, dim=-1))
-    valid = (weights > 0).unsqueeze(-1)
-    return (terms.masked_fill(~valid, 0.0) * weights.unsqueeze(-1)).sum(dim=1)
 
 
 if triton is not None:
@@ -161,10 +159,10 @@ if triton is not None:
         for i in tl.static_range(K):
             if i >= j:
                 others = tl.full((BT, BC), 1.0, tl.float32)
-                for l in tl.static_range(i + 1):
-                    if l != j:
-                        a_l = tl.load(a_ptr + rows + l * W, mask=ok, other=0.0).to(tl.float32)
-                        others = others * _gelu(a_l)
+                for m in tl.static_range(i + 1):
+                    if m != j:
+                        a_m = tl.load(a_ptr + rows + m * W, mask=ok, other=0.0).to(tl.float32)
+                        others = others * _gelu(a_m)
                 dh = tl.load(dh_ptr + b * KW + i * W + cs, mask=c_ok, other=0.0)
                 grad += dh[None, :] * others
         a_j = tl.load(a_ptr + rows + j * W, mask=ok, other=0.0).to(tl.float32)
@@ -173,7 +171,7 @@ if triton is not None:
 
 
 class _PolynomialState(torch.autograd.Function):
-    """``H = polynomial_state_reference(a, weights, degree)`` with the Triton kernels;
+    """``H = reference.product_state(a, weights, degree)`` with the Triton kernels;
     keeps only ``a`` and ``weights`` for backward."""
 
     @staticmethod
@@ -208,21 +206,32 @@ class _PolynomialState(torch.autograd.Function):
         return grad_a, None, None
 
 
-def fused_polynomial_mixing(mixer, x, padding_mask=None):
-    """The mixer's output before its LayerNorm, with the fused state on CUDA
-    (:func:`triton_usable`), else with the chunked PyTorch path.
+def product_state(projection, weights, degree):
+    """The product form's state ``[B, k W]`` float32 with the Triton kernels; same
+    call as :func:`pom.ops.polynomial.reference.product_state`."""
+    return _PolynomialState.apply(projection, weights, degree)
 
-    Same function as the plain implementation: ``W_o (sigmoid(W_s x_t) * H)``."""
+
+def polynomial_mixing(
+    x, form, params, out_weight, out_bias=None, padding_mask=None, causal=False, dropout_p=0.0, *,
+    chunk_size=chunked.DEFAULT_CHUNK_SIZE,
+):  # fmt: skip
+    """PoM's mixing ``W_o (sigmoid(W_s x_t + b_s) * H) + b_o`` with the fused state
+    on CUDA (:func:`triton_usable`), else with the chunked op (``chunk_size``
+    frames per chunk). Arguments as :func:`pom.ops.polynomial.reference.polynomial_mixing`;
+    ``form`` must be the product form with one group, ``params = (W, b, W_s, b_s)``."""
+    if not supports(form):
+        raise ValueError(f"fused PoM computes the product form with one group, not {form}; use the chunked op")
     if not triton_usable(x):
-        from pom.mixers.fast_polynomial import chunked_polynomial_mixing
-
         if x.is_cuda and triton is None:
             _warn_once("implementation='fused' needs Triton (pip install triton); using the chunked PyTorch path")
-
-        return chunked_polynomial_mixing(mixer, x, padding_mask, mixer.chunk_size)
+        return chunked.polynomial_mixing(
+            x, form, params, out_weight, out_bias, padding_mask, causal, dropout_p, chunk_size=chunk_size
+        )
+    if causal or dropout_p > 0:
+        raise NotImplementedError("fused PoM supports neither causal=True nor dropout; use implementation='plain'")
     batch, time, _ = x.shape
     weights = frame_weights(padding_mask, batch, time, x.device)
-    a = mixer.polynomial_proj(x)
-    state = _PolynomialState.apply(a, weights, mixer.degree)
-    gate = torch.sigmoid(mixer.selection_proj(x))
-    return mixer.output_proj(gate * state.to(gate.dtype).unsqueeze(1))
+    state = product_state(F.linear(x, params[0], params[1]), weights, form.degree)
+    gate = form.gate(x, params)
+    return gated_readout(gate, state.to(gate.dtype).unsqueeze(1), out_weight, out_bias)

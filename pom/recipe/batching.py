@@ -83,8 +83,9 @@ def global_batch_plan(global_batch, per_device_cap, world_size, integer=False):
     per_device = global_batch / (world_size * accumulation)
     if integer:
         per_device = max(1, int(per_device + 1e-9))
-    return GlobalBatchPlan(float(global_batch) if not integer else int(global_batch), per_device, world_size,
-                           accumulation)
+    return GlobalBatchPlan(
+        float(global_batch) if not integer else int(global_batch), per_device, world_size, accumulation
+    )
 
 
 def describe(plan, unit="s", measured_per_device=None):
@@ -103,9 +104,11 @@ def describe(plan, unit="s", measured_per_device=None):
         per = f"{plan.per_device:.0f} s"
     else:
         amount, per = f"{plan.global_batch} utterances", f"{plan.per_device}"
-    line = (f"global batch {amount} per optimizer step = {per} per device x {plan.world_size} device"
-            f"{'s' if plan.world_size > 1 else ''} x {plan.grad_accumulation_factor} accumulated step"
-            f"{'s' if plan.grad_accumulation_factor > 1 else ''}")
+    line = (
+        f"global batch {amount} per optimizer step = {per} per device x {plan.world_size} device"
+        f"{'s' if plan.world_size > 1 else ''} x {plan.grad_accumulation_factor} accumulated step"
+        f"{'s' if plan.grad_accumulation_factor > 1 else ''}"
+    )
     if measured_per_device is not None:
         real = measured_per_device * plan.world_size * plan.grad_accumulation_factor
         line += f" (dynamic batches are filled to {measured_per_device:.0f} s on average: {real / 3600:.2f} h per step)"

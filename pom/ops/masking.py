@@ -1,15 +1,19 @@
-"""Padding-aware reductions over time shared by every linear-time mixer.
+"""Padding-aware reductions over time, shared by every linear-time mixer and op.
 
 SpeechBrain's convention is followed throughout: a padding mask is a boolean
-tensor ``[batch, time]`` that is **True at padded frames**.
-
-The masked mean implements
+tensor ``[batch, time]`` that is **True at padded frames**. With
+``m_t = 1 - pad_t`` and ``|V| = max(1, sum_t m_t)`` the number of valid frames,
+the masked mean is
 
 .. math::
 
-    \\bar{h} = \\frac{\\sum_t m_t \\, h_t}{\\sum_t m_t}, \\qquad m_t = 1 - \\mathrm{pad}_t
+    \\bar{h} = \\frac{1}{|V|} \\sum_t m_t \\, h_t = \\sum_t w_t \\, h_t,
+    \\qquad w_t = \\frac{m_t}{|V|}
 
-and its causal counterpart (a running mean, used for streaming)
+(:func:`masked_sum` and :func:`valid_frame_counts` are its two halves, which
+the chunked PoM op accumulates chunk by chunk; :func:`frame_weights` gives the
+``w_t`` read by the fused kernel), and its causal counterpart (a running mean,
+used for streaming) is
 
 .. math::
 
@@ -21,7 +25,8 @@ With dynamic chunks (chunk size ``c``, ``L`` chunks of left context), frame
 processes one chunk at a time can compute (:func:`chunked_mean`).
 
 Padded frames are removed with ``torch.where`` rather than a product, so a
-non-finite value in a padded frame can never reach a valid frame.
+non-finite value in a padded frame can never reach a valid frame. Sums of
+half-precision tensors are accumulated in float32.
 
 Example
 -------
@@ -32,6 +37,8 @@ Example
 tensor([[[2.]]])
 >>> masked_mean(h, pad, causal=True)[0, :, 0]
 tensor([1., 2., 2.])
+>>> frame_weights(pad, 1, 3, "cpu")
+tensor([[0.5000, 0.5000, 0.0000]])
 >>> chunked_mean(torch.arange(1.0, 7.0).view(1, 6, 1), chunk_size=2)[0][0, :, 0]
 tensor([1.5000, 1.5000, 2.5000, 2.5000, 3.5000, 3.5000])
 """
@@ -76,6 +83,55 @@ def lengths_to_padding_mask(lengths, max_len=None, relative=True):
     return steps.unsqueeze(0) >= abs_lens.unsqueeze(1)
 
 
+def valid_frames(padding_mask, shape, device):
+    """``[batch, time]`` boolean, True at valid frames, or None without a mask;
+    checks that the mask is ``[batch, time]`` of a tensor of ``shape``."""
+    if padding_mask is None:
+        return None
+    if padding_mask.shape != shape[:2]:
+        raise ValueError(
+            f"padding_mask has shape {tuple(padding_mask.shape)} but the input is "
+            f"{tuple(shape)}: expected [batch, time] = {tuple(shape[:2])}"
+        )
+    return ~padding_mask.to(device=device, dtype=torch.bool)
+
+
+def accumulation_dtype(h):
+    """float32 for half-precision ``h``, else ``h``'s dtype."""
+    return torch.float32 if h.dtype in (torch.float16, torch.bfloat16) else h.dtype
+
+
+def _valid_only(h, valid, acc_dtype):
+    """``h`` with padded frames set to 0 (by selection), in ``acc_dtype``."""
+    h = h.to(acc_dtype)
+    if valid is None:
+        return h
+    return torch.where(valid.unsqueeze(-1), h, torch.zeros((), dtype=acc_dtype, device=h.device))
+
+
+def masked_sum(h, valid=None):
+    """``sum_t m_t h_t`` ``[batch, 1, channels]``, in float32 for half-precision ``h``.
+
+    ``valid`` is ``[batch, time]`` True at valid frames (see :func:`valid_frames`), or None."""
+    return _valid_only(h, valid, accumulation_dtype(h)).sum(dim=1, keepdim=True)
+
+
+def valid_frame_counts(valid, batch, time, dtype, device):
+    """``|V| = max(1, sum_t m_t)`` per utterance, ``[batch, 1, 1]`` in ``dtype``."""
+    if valid is None:
+        return torch.full((batch, 1, 1), float(time), dtype=dtype, device=device)
+    return valid.to(dtype).sum(dim=1, keepdim=True).clamp(min=1.0).unsqueeze(-1)
+
+
+def frame_weights(padding_mask, batch, time, device):
+    """``w [batch, time]`` float32: ``1 / |V|`` on valid frames, 0 on padded frames."""
+    valid = valid_frames(padding_mask, (batch, time), device)
+    counts = valid_frame_counts(valid, batch, time, torch.float32, device)[..., 0]
+    if valid is None:
+        return (1.0 / counts).expand(batch, time).contiguous()
+    return valid.to(torch.float32) / counts
+
+
 def masked_mean(h, padding_mask=None, causal=False):
     """Mean of ``h`` over time (dim 1) restricted to valid frames.
 
@@ -97,37 +153,11 @@ def masked_mean(h, padding_mask=None, causal=False):
     """
     if causal:
         return chunked_mean(h, padding_mask, chunk_size=1)[0]
-    acc_dtype = _accumulation_dtype(h)
     if padding_mask is None:
-        return h.to(acc_dtype).mean(dim=1, keepdim=True).to(h.dtype)
-
-    if padding_mask.shape != h.shape[:2]:
-        raise ValueError(
-            f"padding_mask has shape {tuple(padding_mask.shape)} but the input is "
-            f"{tuple(h.shape)}: expected [batch, time] = {tuple(h.shape[:2])}"
-        )
-    h_valid, counts = _valid_only(h, padding_mask, acc_dtype)
-    total = h_valid.sum(dim=1, keepdim=True)
-    counts = counts.sum(dim=1, keepdim=True).clamp(min=1.0).unsqueeze(-1)
-    return (total / counts).to(h.dtype)
-
-
-def _accumulation_dtype(h):
-    return torch.float32 if h.dtype in (torch.float16, torch.bfloat16) else h.dtype
-
-
-def _valid_only(h, padding_mask, acc_dtype):
-    """``h`` with padded frames set to 0 (by selection), and the valid-frame indicator."""
-    if padding_mask is None:
-        return h.to(acc_dtype), torch.ones(h.shape[:2], dtype=acc_dtype, device=h.device)
-    if padding_mask.shape != h.shape[:2]:
-        raise ValueError(
-            f"padding_mask has shape {tuple(padding_mask.shape)} but the input is "
-            f"{tuple(h.shape)}: expected [batch, time] = {tuple(h.shape[:2])}"
-        )
-    valid = ~padding_mask.to(device=h.device, dtype=torch.bool)
-    h_valid = torch.where(valid.unsqueeze(-1), h.to(acc_dtype), torch.zeros((), dtype=acc_dtype, device=h.device))
-    return h_valid, valid.to(acc_dtype)
+        return h.to(accumulation_dtype(h)).mean(dim=1, keepdim=True).to(h.dtype)
+    valid = valid_frames(padding_mask, h.shape, h.device)
+    total = masked_sum(h, valid)
+    return (total / valid_frame_counts(valid, h.shape[0], h.shape[1], total.dtype, h.device)).to(h.dtype)
 
 
 def chunked_mean(h, padding_mask=None, chunk_size=1, left_context_chunks=None, state=None):
@@ -161,9 +191,11 @@ def chunked_mean(h, padding_mask=None, chunk_size=1, left_context_chunks=None, s
     """
     if state is not None and left_context_chunks is not None:
         raise ValueError("chunked_mean: a streaming state needs unlimited left context (left_context_chunks=None)")
-    acc_dtype = _accumulation_dtype(h)
+    acc_dtype = accumulation_dtype(h)
     b, t, _ = h.shape
-    h_valid, counts = _valid_only(h, padding_mask, acc_dtype)
+    valid = valid_frames(padding_mask, h.shape, h.device)
+    h_valid = _valid_only(h, valid, acc_dtype)
+    counts = torch.ones(b, t, dtype=acc_dtype, device=h.device) if valid is None else valid.to(acc_dtype)
     zero = h_valid.new_zeros(b, 1, h.shape[2])
     sums = torch.cat([zero, torch.cumsum(h_valid, dim=1)], dim=1)  # sums[:, i] = sum of frames < i
     ns = torch.cat([counts.new_zeros(b, 1), torch.cumsum(counts, dim=1)], dim=1).unsqueeze(-1)
