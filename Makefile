@@ -33,7 +33,7 @@ test: install
 lint: install
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m codespell pom recipes tests benchmarks hparams README.md Makefile
+	$(VENV)/bin/codespell pom recipes tests benchmarks hparams README.md Makefile
 
 format: install
 	$(PY) -m ruff check --fix .
