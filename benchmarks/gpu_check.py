@@ -34,16 +34,12 @@ python benchmarks/gpu_check.py --stages long floor --out /tmp/gpu-check
 """
 
 import argparse
-import collections
 import datetime
-import glob
 import json
-import math
 import os
 import re
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -52,91 +48,27 @@ if __name__ == "__main__" and not __package__:  # `python benchmarks/gpu_check.p
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks import targets as T  # noqa: E402
+from benchmarks.gpu_reports import (  # noqa: E402
+    read_efficiency_rows,
+    read_json,
+    write_json,
+    write_summary,
+)
+from benchmarks.gpu_stages import (  # noqa: E402
+    DEFAULT_POM,
+    STAGE_NAMES,
+    STAGES,
+    read_training,
+    run_command,
+    settings,
+    stage_commands,
+    stage_folder,
+)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUNS = os.path.join(REPO, "benchmarks", "runs")
-PRETRAIN_SCRIPT = os.path.join(REPO, "recipes", "LibriSpeech", "pretrain", "train.py")
-FINETUNE_SCRIPT = os.path.join(REPO, "recipes", "LibriSpeech", "finetune", "train.py")
-
 #: the whole check stops starting new work after this many seconds (stage budgets add up to less)
 TOTAL_BUDGET_S = 570
-#: the PoM model the efficiency targets judge (benchmarks/common.py names); --pom changes it
-DEFAULT_POM = "pom_fused"
-
-Stage = collections.namedtuple("Stage", "name budget_s quick_budget_s what")
-#: stage name -> budgets in seconds (full, --quick) and what it runs; in this order
-STAGES = [
-    Stage("check", 60, 60, "chunked and fused PoM vs plain PoM on CUDA, fp32 and bf16 (check.py)"),
-    Stage("train", 210, 120, "synthetic corpus, BEST-RQ pre-training (bf16) and CTC fine-tuning (fp16), resumed"),
-    Stage("figure2_infer", 55, 35, "efficiency.py: inference, bf16, batch 6, 10-80 s"),
-    Stage("figure2_train", 80, 45, "efficiency.py: training step, bf16, batch 6, 10-80 s"),
-    Stage("paper", 50, 30, "efficiency.py: the paper's protocol, forward with autograd on, fp16, batch 6"),
-    Stage("long", 45, 30, "efficiency.py: one long utterance, batch 1, 300-1200 s"),
-    Stage("floor", 40, 30, "floor.py: one PoM layer against its bf16 floor, batch 6, 80 s"),
-]
-STAGE_NAMES = [s.name for s in STAGES]
-
-#: encoder sizes of the training stage (both recipes: a checkpoint loads only into the same sizes)
-TRAIN_MODEL = {
-    "d_model": 192,
-    "num_layers": 4,
-    "d_ffn": 768,
-    "kernel_size": 15,
-    "cnn_channels": "(32,32)",
-    "cnn_output_size": 640,  # 80 mel bins / 4 after the CNN x 32 channels
-}
-#: BEST-RQ pre-training at that size (the step limits are in settings())
-PRETRAIN_OVERRIDES = {
-    "precision": "bf16",
-    "num_workers": 2,
-    "max_batch_len": 30,
-    "global_batch_seconds": 30,  # = max_batch_len: no gradient accumulation
-    "train_num_buckets": 10,
-    "avoid_if_shorter_than": 0.5,
-    "cb_vocab": 256,
-    "lr": 0.003,
-    "warmup_steps": 30,
-    "number_of_epochs": 1000,  # the step limit stops it
-    "ckpt_interval_minutes": 0,
-    "log_interval": 10,
-}
-#: CTC fine-tuning (SpeechBrain's augmentation on, as in the recipe) on every synthetic train split
-FINETUNE_OVERRIDES = {
-    "precision": "fp16",
-    "num_workers": 2,
-    "train_splits": "[train-clean-100, train-clean-360, train-other-500]",
-    "test_splits": "[test-clean]",
-    "test_decoding": "greedy",
-    "dnn_neurons": 256,
-    "batch_size": 8,
-    "global_batch_size": 8,
-    "sorting": "random",
-    "lr": 0.003,
-    "lr_encoder": 0.001,
-    "ckpt_interval_minutes": 0,
-}
-CORPUS_HOURS = 0.3
-#: warnings of SpeechBrain and of the recipes about non-finite values
-NONFINITE_WARNINGS = ("Loss is not finite", "Patience not yet exhausted", "contain NaN or Inf", "Non-finite")
-
-
-def settings(quick=False, pom=DEFAULT_POM):
-    """Lengths, steps and repeats of a full or ``--quick`` run."""
-    return {
-        "pom": pom,
-        "pretrain_steps": [100, 150] if quick else [200, 300],
-        "finetune_epochs": [1, 2] if quick else [1, 3],
-        "figure_seconds": [20, 40, 80] if quick else [10, 20, 40, 60, 80],
-        "figure_mixers": unique([pom, "summarymixing", "relposmhaxl", "pom", "pom_fused"]),
-        "long_seconds": [600, 1200] if quick else [300, 600, 1200],
-        "long_mixers": unique([pom, "summarymixing", "pom", "pom_fused", "mha"]),
-        "repeats": 5 if quick else 10,
-        "warmup": 3 if quick else 5,
-    }
-
-
-def unique(names):
-    return list(dict.fromkeys(names))
 
 
 def safe_name(gpu_name):
@@ -146,251 +78,6 @@ def safe_name(gpu_name):
 
 def default_out(gpu_name):
     return os.path.join(RUNS, safe_name(gpu_name))
-
-
-def overrides(*dicts):
-    """``--key=value`` arguments (later dicts win)."""
-    merged = {}
-    for d in dicts:
-        merged.update(d)
-    return [f"--{key}={value}" for key, value in merged.items()]
-
-
-# --------------------------------------------------------------------------- #
-# The commands
-# --------------------------------------------------------------------------- #
-def training_commands(out, quick=False, python=sys.executable, device="cuda", model=None, changes=None):
-    """``[(name, argv), ...]`` of the training stage, in order: the corpus,
-    pre-training to the first and the second step limit (same output folder:
-    the second run resumes), fine-tuning for the first and the second number of
-    epochs (same output folder). ``model`` and ``changes`` (``{"pretrain":
-    {...}, "finetune": {...}}``) replace sizes and options (tiny CPU smoke runs)."""
-    plan = settings(quick)
-    work = os.path.join(out, "work")
-    corpus, pretrain, finetune = (os.path.join(work, name) for name in ("corpus", "pretrain", "finetune"))
-    data = os.path.join(corpus, "LibriSpeech")
-    model = TRAIN_MODEL if model is None else model
-    changes = changes or {}
-    common = [f"--device={device}", "--noprogressbar", f"--data_folder={data}"]
-    corpus_args = ["--out", corpus, "--hours", str(CORPUS_HOURS), "--seed", "0", "--no-progress"]
-    commands = [("corpus", [python, "-m", "pom.data.synthetic", *corpus_args])]
-    for i, limit in enumerate(plan["pretrain_steps"], 1):
-        options = overrides(model, PRETRAIN_OVERRIDES, changes.get("pretrain", {}), {"optimizer_step_limit": limit})
-        hparams = os.path.join(REPO, "hparams", "pretrain", "pom.yaml")
-        commands.append(
-            (f"pretrain_{i}", [python, PRETRAIN_SCRIPT, hparams, *common, f"--output_folder={pretrain}", *options])
-        )
-    for i, epochs in enumerate(plan["finetune_epochs"], 1):
-        options = overrides(model, FINETUNE_OVERRIDES, changes.get("finetune", {}), {"number_of_epochs": epochs})
-        hparams = os.path.join(REPO, "hparams", "finetune", "pom.yaml")
-        folders = [f"--output_folder={finetune}", f"--pretrained_path={pretrain}"]
-        commands.append((f"finetune_{i}", [python, FINETUNE_SCRIPT, hparams, *common, *folders, *options]))
-    return commands
-
-
-def efficiency_command(out, stage, quick=False, pom=DEFAULT_POM, python=sys.executable):
-    """The ``efficiency.py`` or ``floor.py`` command of an efficiency stage."""
-    plan = settings(quick, pom)
-    script = os.path.join(REPO, "benchmarks", "efficiency.py")
-    timing = ["--repeats", str(plan["repeats"]), "--warmup", str(plan["warmup"])]
-    seconds = [str(s) for s in plan["figure_seconds"]]
-    if stage in ("figure2_infer", "figure2_train"):
-        mode = stage.split("_")[1]
-        args = ["--mode", mode, "--dtype", "bf16", "--batch", "6", "--seconds", *seconds]
-        args += ["--mixers", *plan["figure_mixers"]]
-    elif stage == "paper":
-        args = ["--mode", "infer", "--grad", "--dtype", "fp16", "--batch", "6", "--seconds", *seconds]
-        args += ["--mixers", *plan["figure_mixers"]]
-    elif stage == "long":
-        args = ["--mode", "infer", "--dtype", "bf16", "--batch", "1", "--seconds", *map(str, plan["long_seconds"])]
-        args += ["--mixers", *plan["long_mixers"]]
-        timing = ["--repeats", "3", "--warmup", "2"]
-    elif stage == "floor":
-        script = os.path.join(REPO, "benchmarks", "floor.py")
-        args, timing = ["--dtype", "bf16", "--batch", "6", "--seconds", "80"], ["--repeats", str(plan["repeats"])]
-    else:
-        raise ValueError(f"not an efficiency stage: {stage}")
-    return [python, script, "--device", "cuda", *args, *timing, "--out", stage_folder(out, stage)]
-
-
-def stage_folder(out, stage):
-    """Where a stage writes its files."""
-    return os.path.join(out, *stage.split("_", 1)) if stage.startswith("figure2_") else os.path.join(out, stage)
-
-
-def stage_commands(out, quick=False, pom=DEFAULT_POM, python=sys.executable):
-    """``{stage: [(name, argv), ...]}``: every command the check runs."""
-    commands = {
-        "check": [
-            ("check", [python, os.path.abspath(__file__), "--worker", "check", "--out", stage_folder(out, "check")])
-        ],
-        "train": training_commands(out, quick, python),
-    }
-    for stage in STAGE_NAMES[2:]:
-        commands[stage] = [(stage, efficiency_command(out, stage, quick, pom, python))]
-    return commands
-
-
-# --------------------------------------------------------------------------- #
-# Running commands under a deadline
-# --------------------------------------------------------------------------- #
-def run_command(name, argv, log_path, deadline, clock=time.monotonic):
-    """Runs ``argv`` (its own process group, output appended to ``log_path``)
-    until ``deadline``; returns ``None`` or the problem in one line."""
-    left = deadline - clock()
-    if left < 1:
-        return f"{name}: not started, no time left in the stage's budget"
-    print(f"[gpu-check]   {name} (at most {left:.0f} s more)", flush=True)
-    os.makedirs(os.path.dirname(log_path), exist_ok=True)
-    with open(log_path, "a", encoding="utf-8") as log:
-        log.write(f"\n$ {shlex.join(argv)}\n")
-        log.flush()
-        start = clock()
-        proc = subprocess.Popen(argv, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            code = proc.wait(timeout=left)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)  # the command and its workers (its own process group)
-            proc.wait()
-            log.write(f"[gpu-check] killed after {clock() - start:.0f} s: over the stage's budget\n")
-            return f"{name}: over the stage's budget, killed after {clock() - start:.0f} s"
-        except BaseException:  # Ctrl-C: its own session does not get the signal, so stop it too
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            raise
-    if code != 0:
-        return f"{name}: exit status {code}: {last_line(log_path)}"
-    return None
-
-
-def last_line(path, skip=("$ ",)):
-    """The last non-empty line of a log (its error, usually)."""
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            lines = [line.strip() for line in f if line.strip() and not line.startswith(skip)]
-    except OSError:
-        return ""
-    return lines[-1][:300] if lines else ""
-
-
-# --------------------------------------------------------------------------- #
-# Reading what the stages wrote
-# --------------------------------------------------------------------------- #
-RESUMED = re.compile(r"resumed from checkpoint: optimizer step (\d+)[;,] epoch (\d+) after (\d+) batches")
-
-
-def read_steps_log(path):
-    """Rows of the pre-training's ``train_steps_log.txt`` (numbers as floats):
-    ``{"start_step", "start_epoch", "start_batch"}`` where a run starts (0: from
-    scratch), ``{"steps", "loss", "skipped_steps", ...}`` every ``log_interval``
-    steps. Also reads the older ``event: started from scratch`` / ``event:
-    resumed from checkpoint: optimizer step N; epoch E after B batches`` lines."""
-    rows = []
-    if not os.path.exists(path):
-        return rows
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            line = line.strip()
-            if line.startswith("event: "):
-                resumed = RESUMED.search(line)
-                if resumed:
-                    rows.append(dict(zip(("start_step", "start_epoch", "start_batch"), map(float, resumed.groups()))))
-                elif "started from scratch" in line:
-                    rows.append({"start_step": 0.0, "start_epoch": 1.0, "start_batch": 0.0})
-                continue
-            row = {}
-            for item in line.split(", "):
-                key, sep, value = item.partition(": ")
-                if sep:
-                    row[key] = T.number(value)
-            if "steps" in row or "start_step" in row:
-                rows.append(row)
-    return rows
-
-
-def checkpoint_steps(save_folder):
-    """Optimizer steps of the complete checkpoints of a recipe, oldest first."""
-    import yaml
-
-    found = []
-    for path in glob.glob(os.path.join(save_folder, "CKPT+*")):
-        try:
-            with open(os.path.join(path, "CKPT.yaml"), encoding="utf-8") as f:
-                meta = yaml.safe_load(f) or {}
-            with open(os.path.join(path, "brain.ckpt"), encoding="utf-8") as f:
-                brain = yaml.safe_load(f) or {}
-        except OSError:
-            continue  # not complete
-        found.append((meta.get("unixtime", 0), int(brain.get("optimizer_step", -1))))
-    return [step for _, step in sorted(found)]
-
-
-def read_train_log(path):
-    """Epochs of the fine-tuning's ``train_log.txt``: ``[{"epoch", "train_loss",
-    "valid_loss", "valid_CER", "valid_WER"}, ...]`` (floats; nan when missing)."""
-    epochs = []
-    if not os.path.exists(path):
-        return epochs
-    keys = {"epoch": "epoch", "train loss": "train_loss", "valid loss": "valid_loss"}
-    keys.update({"valid CER": "valid_CER", "valid WER": "valid_WER"})
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            if not line.startswith("epoch:"):
-                continue
-            row = {}
-            for key, name in keys.items():
-                match = re.search(rf"(?:^|[ ,]){key}: ([^,\s]+)", line)
-                row[name] = T.number(match.group(1)) if match else math.nan
-            epochs.append(row)
-    return epochs
-
-
-def count_nonfinite_warnings(*paths):
-    count = 0
-    for path in paths:
-        if os.path.exists(path):
-            with open(path, encoding="utf-8", errors="replace") as f:
-                count += sum(any(w in line for w in NONFINITE_WARNINGS) for line in f)
-    return count
-
-
-def read_training(out, quick=False):
-    """What the training stage's recipes wrote, as the judges take it."""
-    plan = settings(quick)
-    work = os.path.join(out, "work")
-    pretrain, finetune = os.path.join(work, "pretrain"), os.path.join(work, "finetune")
-    return {
-        "pretrain": {
-            "limits": plan["pretrain_steps"],
-            "log": read_steps_log(os.path.join(pretrain, "train_steps_log.txt")),
-            "checkpoint_steps": checkpoint_steps(os.path.join(pretrain, "save")),
-            "nonfinite_warnings": count_nonfinite_warnings(os.path.join(pretrain, "log.txt")),
-        },
-        "finetune": {
-            "epochs_planned": plan["finetune_epochs"],
-            "epochs": read_train_log(os.path.join(finetune, "train_log.txt")),
-            "nonfinite_warnings": count_nonfinite_warnings(os.path.join(finetune, "log.txt")),
-        },
-    }
-
-
-def read_efficiency_rows(path):
-    """Rows of an ``efficiency.csv`` (possibly cut short by a kill); [] if absent or unreadable."""
-    from benchmarks import efficiency
-
-    try:
-        return efficiency.read_csv(path)
-    except (OSError, ValueError, KeyError, TypeError):
-        return []
-
-
-def read_json(path, key=None):
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, ValueError):
-        return None
-    return data.get(key) if key and isinstance(data, dict) else data
 
 
 # --------------------------------------------------------------------------- #
@@ -570,81 +257,6 @@ def run_stages(ctx, stages, run=None, judge=None, clock=time.monotonic, on_progr
         if on_progress:
             on_progress(records, all_targets)
     return records, all_targets
-
-
-# --------------------------------------------------------------------------- #
-# Summary
-# --------------------------------------------------------------------------- #
-def passed(records, targets):
-    """Every target PASS and every stage finished."""
-    return bool(targets) and all(t["status"] == T.PASS for t in targets) and all(r["status"] == "ok" for r in records)
-
-
-def jsonable(value):
-    """Non-finite floats as strings (strict JSON)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, dict):
-        return {k: jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    return value
-
-
-def write_json(path, data):
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(jsonable(data), f, indent=1)
-        f.write("\n")
-
-
-def summary_markdown(env, records, targets, complete=True):
-    ok = passed(records, targets)
-    failed = sum(t["status"] != T.PASS for t in targets)
-    failed_stages = sum(r["status"] != "ok" for r in records)
-    state = ("PASS" if ok else "FAIL") if complete else "RUNNING"
-    counts = f"{len(targets) - failed} of {len(targets)} targets passed"
-    counts += f", {failed_stages} stage(s) failed" if failed_stages else ""
-    lines = [
-        f"# GPU check: {state} ({counts})",
-        "",
-        f"device: {env.get('device')} ({env.get('capability', '?')}, {env.get('memory_GiB', '?')} GiB); "
-        f"date {env.get('date')}; torch {env.get('torch')} (CUDA {env.get('cuda')}); "
-        f"speechbrain {env.get('speechbrain')}; {'quick' if env.get('quick') else 'full'} run; "
-        f"{env.get('wall_s', 0) / 60:.1f} min",
-        "",
-        f"command: `{env.get('command')}`",
-        "",
-        "| target | stage | result | measured |",
-        "|---|---|---|---|",
-    ]
-    for t in targets:
-        lines.append(f"| {t['target']} | {t['stage']} | {t['status']} | {t['measured'].replace('|', '/')} |")
-    lines += ["", "| stage | budget (s) | wall (s) | status | files | log |", "|---|---|---|---|---|---|"]
-    for r in records:
-        status = r["status"] if not r["error"] else f"FAIL: {r['error'].replace('|', '/')}"
-        lines.append(f"| {r['name']} | {r['budget_s']} | {r['wall_s']:.0f} | {status} | {r['folder']}/ | {r['log']} |")
-    lines.append("")
-    return "\n".join(lines)
-
-
-def write_summary(out, env, records, targets, complete=True):
-    """Writes ``summary.md`` and ``summary.json`` into ``out``; returns whether the check passed."""
-    os.makedirs(out, exist_ok=True)
-    ok = passed(records, targets)
-    write_json(
-        os.path.join(out, "summary.json"),
-        {
-            "passed": ok,
-            "complete": complete,
-            "env": env,
-            "stages": records,
-            "targets": targets,
-            "failed": [t["id"] for t in targets if t["status"] != T.PASS],
-        },
-    )
-    with open(os.path.join(out, "summary.md"), "w", encoding="utf-8") as f:
-        f.write(summary_markdown(env, records, targets, complete))
-    return ok
 
 
 # --------------------------------------------------------------------------- #

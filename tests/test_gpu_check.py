@@ -18,7 +18,7 @@ import torch
 import yaml
 from finetune_helpers import recipe_check
 
-from benchmarks import efficiency, gpu_check
+from benchmarks import efficiency, gpu_check, gpu_reports, gpu_stages
 from benchmarks import targets as T
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -72,17 +72,17 @@ def test_output_naming(monkeypatch, tmp_path):
     assert gpu_check.safe_name("  Tesla V100 / PCIe (32 GB) ") == "tesla-v100-pcie-32-gb"
     assert gpu_check.safe_name("???") == "gpu"
     assert gpu_check.default_out("NVIDIA H200") == os.path.join(ROOT, "benchmarks", "runs", "nvidia-h200")
-    assert gpu_check.stage_folder("/o", "figure2_infer") == os.path.join("/o", "figure2", "infer")
-    assert gpu_check.stage_folder("/o", "long") == os.path.join("/o", "long")
+    assert gpu_stages.stage_folder("/o", "figure2_infer") == os.path.join("/o", "figure2", "infer")
+    assert gpu_stages.stage_folder("/o", "long") == os.path.join("/o", "long")
 
 
 # --------------------------------------------------------------------------- command lines
 @pytest.mark.parametrize("quick", [False, True])
 def test_command_lines(quick, tmp_path, monkeypatch):
     out = str(tmp_path / "run")
-    commands = gpu_check.stage_commands(out, quick=quick)
-    assert list(commands) == gpu_check.STAGE_NAMES
-    plan = gpu_check.settings(quick)
+    commands = gpu_stages.stage_commands(out, quick=quick)
+    assert list(commands) == gpu_stages.STAGE_NAMES
+    plan = gpu_stages.settings(quick)
     assert all(argv[0] == sys.executable for cmds in commands.values() for _, argv in cmds)
 
     # stage 1: the worker of this script
@@ -98,7 +98,7 @@ def test_command_lines(quick, tmp_path, monkeypatch):
     for argv in (pre1, pre2, ft1, ft2):
         assert "--device=cuda" in argv
         assert option(argv, "data_folder") == f"{out}/work/corpus/LibriSpeech"
-        for key, value in gpu_check.TRAIN_MODEL.items():  # the same sizes in both stages
+        for key, value in gpu_stages.TRAIN_MODEL.items():  # the same sizes in both stages
             assert option(argv, key) == str(value)
     assert pre1[1].endswith("recipes/LibriSpeech/pretrain/train.py") and pre1[2].endswith("hparams/pretrain/pom.yaml")
     assert ft1[1].endswith("recipes/LibriSpeech/finetune/train.py") and ft1[2].endswith("hparams/finetune/pom.yaml")
@@ -121,7 +121,7 @@ def test_command_lines(quick, tmp_path, monkeypatch):
         argv = args_of(stage)
         assert argv[1].endswith("benchmarks/efficiency.py")
         args = efficiency.parse_args(argv[2:])  # the script's own parser accepts them (models, options)
-        assert args.device == "cuda" and args.out == gpu_check.stage_folder(out, stage)
+        assert args.device == "cuda" and args.out == gpu_stages.stage_folder(out, stage)
         assert {"pom_fused", "summarymixing"} <= set(args.mixers)
         if stage == "long":
             assert args.batch == 1 and args.mode == "infer" and max(args.seconds) == 1200 and min(args.seconds) >= 300
@@ -141,17 +141,17 @@ def test_command_lines(quick, tmp_path, monkeypatch):
 def test_recipe_command_lines_pass_the_recipes_checks(tmp_path):
     """The training stage's overrides are accepted by each recipe's own check
     (as on a GPU machine: --device=cuda, fp16 allowed)."""
-    commands = dict(gpu_check.training_commands(str(tmp_path)))
+    commands = dict(gpu_stages.training_commands(str(tmp_path)))
     os.makedirs(tmp_path / "work" / "corpus" / "LibriSpeech")  # the corpus folder the check looks for
     for name, script, hparams in (
-        ("pretrain_2", gpu_check.PRETRAIN_SCRIPT, "pretrain/pom.yaml"),
-        ("finetune_2", gpu_check.FINETUNE_SCRIPT, "finetune/pom.yaml"),
+        ("pretrain_2", gpu_stages.PRETRAIN_SCRIPT, "pretrain/pom.yaml"),
+        ("finetune_2", gpu_stages.FINETUNE_SCRIPT, "finetune/pom.yaml"),
     ):
         argv = commands[name]
         loaded, problems = recipe_check(script, hparams, argv[3:])
         assert problems == [], (name, problems)
-        assert loaded["d_model"] == gpu_check.TRAIN_MODEL["d_model"]
-        assert loaded["num_layers"] == gpu_check.TRAIN_MODEL["num_layers"]
+        assert loaded["d_model"] == gpu_stages.TRAIN_MODEL["d_model"]
+        assert loaded["num_layers"] == gpu_stages.TRAIN_MODEL["num_layers"]
     assert loaded["precision"] == "fp16" and loaded["test_splits"] == ["test-clean"]
     assert loaded["train_splits"] == ["train-clean-100", "train-clean-360", "train-other-500"]
 
@@ -189,7 +189,7 @@ def test_training_logs_are_read_as_speechbrain_writes_them(tmp_path):
         )
     log.log_stats(stats_meta={"split": "test-clean", "epoch loaded": 2}, test_stats={"loss": 1.0, "CER": 1, "WER": 2})
 
-    data = gpu_check.read_training(str(tmp_path), quick=True)
+    data = gpu_stages.read_training(str(tmp_path), quick=True)
     pre = data["pretrain"]
     assert pre["limits"] == [100, 150] and pre["checkpoint_steps"] == [200, 300] and pre["nonfinite_warnings"] == 1
     starts = [(r["start_step"], r["start_epoch"], r["start_batch"]) for r in pre["log"] if "start_step" in r]
@@ -202,7 +202,7 @@ def test_training_logs_are_read_as_speechbrain_writes_them(tmp_path):
     assert epochs[0] == {"epoch": 1, "train_loss": 250.0, "valid_loss": 12.5, "valid_CER": 98.5, "valid_WER": 100.0}
     assert math.isinf(epochs[1]["train_loss"])
     assert data["finetune"]["epochs_planned"] == [1, 2] and data["finetune"]["nonfinite_warnings"] == 0
-    assert gpu_check.read_training(str(tmp_path / "nothing"))["pretrain"]["log"] == []
+    assert gpu_stages.read_training(str(tmp_path / "nothing"))["pretrain"]["log"] == []
 
 
 # --------------------------------------------------------------------------- judging: check
@@ -443,7 +443,7 @@ def test_judge_floor():
 
 def test_judges_of_every_stage_fail_on_nothing_measured(tmp_path):
     judges = gpu_check.judges(gpu_check.Context(str(tmp_path)))
-    assert list(judges) == gpu_check.STAGE_NAMES
+    assert list(judges) == gpu_stages.STAGE_NAMES
     for stage, judge in judges.items():
         found = judge(None)
         assert found and all(t["status"] == "FAIL" and t["stage"] == stage for t in found), stage
@@ -491,10 +491,10 @@ def test_failing_stages_are_recorded_and_the_next_ones_run(tmp_path):
         "long": killed,
         "floor": ok(floor_rows()),
     }
-    records, found = gpu_check.run_stages(ctx, gpu_check.STAGE_NAMES, run=run, clock=clock)
-    assert len(ran) == 7 and [r["name"] for r in records] == gpu_check.STAGE_NAMES
+    records, found = gpu_check.run_stages(ctx, gpu_stages.STAGE_NAMES, run=run, clock=clock)
+    assert len(ran) == 7 and [r["name"] for r in records] == gpu_stages.STAGE_NAMES
     status = {r["name"]: r["status"] for r in records}
-    assert status == {**dict.fromkeys(gpu_check.STAGE_NAMES, "ok"), "train": "FAIL", "long": "FAIL"}
+    assert status == {**dict.fromkeys(gpu_stages.STAGE_NAMES, "ok"), "train": "FAIL", "long": "FAIL"}
     train = next(r for r in records if r["name"] == "train")
     assert train["error"] == "RuntimeError: CUDA error: an illegal memory access was encountered"
     assert ran[2] == 15 + 55  # each stage's deadline: its start + its budget
@@ -503,7 +503,7 @@ def test_failing_stages_are_recorded_and_the_next_ones_run(tmp_path):
     assert results["long_1200s"]["status"] == "PASS"  # measured before the kill
     assert results["figure2_train_memory_vs_relposmhaxl"]["status"] == "FAIL"
     assert results["check_fused_bf16"]["status"] == results["floor_train"]["status"] == "PASS"
-    assert not gpu_check.passed(records, found)
+    assert not gpu_reports.passed(records, found)
 
 
 def test_total_budget_skips_what_does_not_fit(tmp_path):
@@ -515,8 +515,8 @@ def test_total_budget_skips_what_does_not_fit(tmp_path):
         clock.now = deadline  # every stage uses all of its budget
         return None, None
 
-    run = dict.fromkeys(gpu_check.STAGE_NAMES, slow)
-    records, _ = gpu_check.run_stages(ctx, gpu_check.STAGE_NAMES, run=run, clock=clock, total_budget=200)
+    run = dict.fromkeys(gpu_stages.STAGE_NAMES, slow)
+    records, _ = gpu_check.run_stages(ctx, gpu_stages.STAGE_NAMES, run=run, clock=clock, total_budget=200)
     assert deadlines == [60, 180, 200]  # quick budgets 60, 120, then cut at the total
     assert [r["error"] for r in records[3:]] == ["not run: no time left in the total budget"] * 4
     full = sum(s.budget_s for s in gpu_check.STAGES)
@@ -534,7 +534,7 @@ def test_summary_files(tmp_path):
          "folder": "long", "log": "logs/long.log"},
     ]  # fmt: skip
     found = T.judge_check(check_rows()) + T.judge_long(long_rows("oom"), "pom_fused")
-    assert gpu_check.write_summary(str(tmp_path), env, records, found) is False
+    assert gpu_reports.write_summary(str(tmp_path), env, records, found) is False
     data = json.loads((tmp_path / "summary.json").read_text(), parse_constant=lambda c: pytest.fail(c))
     assert data["passed"] is False and data["complete"] is True and data["failed"] == ["long_1200s"]
     assert data["env"]["device"] == "NVIDIA H100 80GB HBM3" and len(data["targets"]) == 5
@@ -549,12 +549,12 @@ def test_summary_files(tmp_path):
     records[1].update(status="ok", error=None)
     found = T.judge_check(check_rows()) + [T.target("x", "long", "claim", True, "a | b")]
     found[0]["details"] = {"ratio": float("inf")}
-    assert gpu_check.write_summary(str(tmp_path), env, records, found) is True
+    assert gpu_reports.write_summary(str(tmp_path), env, records, found) is True
     data = json.loads((tmp_path / "summary.json").read_text(), parse_constant=lambda c: pytest.fail(c))
     assert data["passed"] is True and data["failed"] == [] and data["targets"][0]["details"]["ratio"] == "inf"
     text = (tmp_path / "summary.md").read_text()
     assert text.startswith("# GPU check: PASS (5 of 5 targets passed)") and "| a / b |" in text
-    assert not gpu_check.passed([], [])
+    assert not gpu_reports.passed([], [])
 
 
 def test_main_with_a_faked_gpu(tmp_path, monkeypatch, capsys):
@@ -566,7 +566,7 @@ def test_main_with_a_faked_gpu(tmp_path, monkeypatch, capsys):
     outcome = {"long": long_rows()}
 
     def runners():
-        return {name: (lambda ctx, deadline, name=name: (outcome.get(name), None)) for name in gpu_check.STAGE_NAMES}
+        return {name: (lambda ctx, deadline, name=name: (outcome.get(name), None)) for name in gpu_stages.STAGE_NAMES}
 
     monkeypatch.setattr(gpu_check, "runners", runners)
     assert gpu_check.main(["--stages", "long"]) == 0
@@ -588,18 +588,18 @@ def test_run_command_records_failures_and_kills_what_overruns(tmp_path):
 
     log = str(tmp_path / "logs" / "stage.log")
     fail = [sys.executable, "-c", "import sys; print('working'); sys.exit('Error: data_folder does not exist')"]
-    assert gpu_check.run_command("pretrain_1", fail, log, time.monotonic() + 120) == (
+    assert gpu_stages.run_command("pretrain_1", fail, log, time.monotonic() + 120) == (
         "pretrain_1: exit status 1: Error: data_folder does not exist"
     )
     sleeper = [sys.executable, "-c", "import time; print('started', flush=True); time.sleep(120)"]
-    problem = gpu_check.run_command("long", sleeper, log, time.monotonic() + 3)
+    problem = gpu_stages.run_command("long", sleeper, log, time.monotonic() + 3)
     assert problem.startswith("long: over the stage's budget, killed after")
-    assert gpu_check.run_command("floor", sleeper, log, time.monotonic()) == (
+    assert gpu_stages.run_command("floor", sleeper, log, time.monotonic()) == (
         "floor: not started, no time left in the stage's budget"
     )
     text = open(log).read()
     assert "working" in text and "started" in text and text.count("$ ") == 2
-    assert gpu_check.run_command("ok", [sys.executable, "-c", "pass"], log, time.monotonic() + 120) is None
+    assert gpu_stages.run_command("ok", [sys.executable, "-c", "pass"], log, time.monotonic() + 120) is None
 
 
 def test_figure2_rows_are_merged(tmp_path):
