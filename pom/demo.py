@@ -383,7 +383,29 @@ def main(argv=None):
     if some_file:
         first = next(iter(records.values()))["runs"][0]
         print(f"Transcribe: python -m pom.transcribe --model {first} {some_file}")
+    finetune = dict(FINETUNE, **parse(args.finetune))
+    decoding = {"decoding": str(finetune.get("test_decoding", "greedy"))}
+    if decoding["decoding"] == "beam":
+        decoding["beam_size"] = int(finetune["beam_size"])
+    for mixer, record in records.items():
+        target = os.path.join(out if len(records) == 1 else os.path.join(out, mixer), "exported")
+        lines = export_model(record["runs"][0], target, **decoding)
+        print(f"\nExported in SpeechBrain's format ({mixer}, python -m pom.export): {target}\n")
+        print("\n".join(lines))
     return 0
+
+
+def export_model(run, target, decoding="greedy", beam_size=None):
+    """Exports the fine-tuning ``run`` to ``target`` (replaced if there) for SpeechBrain's
+    ``EncoderASR``; returns the three Python lines that load and use it."""
+    from pom.export import ExportError, export_run, usage_lines
+
+    try:
+        exported, interface = export_run(run, target, decoding=decoding, beam_size=beam_size, overwrite=True)
+    except ExportError as err:
+        sys.exit(f"Error: exporting {run}: {err}")
+    example = next(name for name in sorted(os.listdir(exported)) if name.startswith("example."))
+    return usage_lines(interface, exported, example)
 
 
 if __name__ == "__main__":

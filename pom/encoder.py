@@ -345,13 +345,26 @@ class MixerEncoder(nn.Module):
         ``"fixed_abs_sine"`` adds absolute sinusoidal positions to the projected
         input (the PoM authors' choice); ``None`` adds nothing (relative-position
         mixers bring their own).
+    output_hidden_states : bool
+        Off by default. When True, :meth:`forward` returns ``(output, hidden_states)``:
+        ``hidden_states`` is a list of ``num_layers + 1`` tensors ``[B, T, d_model]``, the
+        input of the first layer (projection + positions) then every layer's output (the
+        last one before the final LayerNorm, which ``output`` has), as SpeechBrain's
+        ``output_hidden_states``. In a SpeechBrain ``Sequential`` only ``output`` goes on.
+
+    Example
+    -------
+    >>> enc = MixerEncoder(40, d_model=16, num_layers=3, d_ffn=32, mixer="pom", output_hidden_states=True)
+    >>> out, hidden = enc(torch.randn(2, 9, 40), torch.tensor([1.0, 0.6]))
+    >>> out.shape, len(hidden), hidden[-1].shape
+    (torch.Size([2, 9, 16]), 4, torch.Size([2, 9, 16]))
     """
 
     POSITIONAL_ENCODINGS = (None, "fixed_abs_sine")
 
     def __init__(
         self, input_size, d_model, num_layers, d_ffn, mixer, mixer_options=None, kernel_size=31, activation=nn.GELU,
-        dropout=0.1, positional_encoding=None, layerdrop_prob=0.0, causal=False,
+        dropout=0.1, positional_encoding=None, layerdrop_prob=0.0, causal=False, output_hidden_states=False,
     ):  # fmt: skip
         super().__init__()
         if positional_encoding not in self.POSITIONAL_ENCODINGS:
@@ -373,10 +386,21 @@ class MixerEncoder(nn.Module):
             dropout=dropout,
             causal=causal,
             layerdrop_prob=layerdrop_prob,
+            output_hidden_states=output_hidden_states,
         )
 
+    @property
+    def output_hidden_states(self):
+        """Whether :meth:`forward` also returns every layer's output (settable)."""
+        return self.encoder.output_hidden_states
+
+    @output_hidden_states.setter
+    def output_hidden_states(self, value):
+        self.encoder.output_hidden_states = bool(value)
+
     def forward(self, src, wav_lens=None, dynchunktrain_config=None):
-        """``src`` ``[B, T, input_size]``, ``wav_lens`` relative lengths ``[B]``; returns ``[B, T, d_model]``."""
+        """``src`` ``[B, T, input_size]``, ``wav_lens`` relative lengths ``[B]``; returns ``[B, T, d_model]``
+        (and the list of layer outputs with ``output_hidden_states``)."""
         if src.dim() == 4:  # SpeechBrain's CNN front end may keep channels separate
             src = src.reshape(src.shape[0], src.shape[1], -1)
         x = self.input_projection(src)
@@ -385,8 +409,8 @@ class MixerEncoder(nn.Module):
         padding_mask = None
         if wav_lens is not None:
             padding_mask = lengths_to_padding_mask(wav_lens.to(x.device), max_len=x.shape[1])
-        out, _ = self.encoder(x, src_key_padding_mask=padding_mask, dynchunktrain_config=dynchunktrain_config)
-        return out
+        out, _, *hidden = self.encoder(x, src_key_padding_mask=padding_mask, dynchunktrain_config=dynchunktrain_config)
+        return (out, hidden[0]) if hidden else out
 
     def make_streaming_context(self):
         """A fresh streaming context for :meth:`forward_streaming`."""

@@ -1,16 +1,28 @@
-"""Transcribe audio files with a fine-tuned model.
+"""Transcribe audio files with a fine-tuned model, in batches, through SpeechBrain's ``EncoderASR``.
 
 ::
 
     python -m pom.transcribe --model results/finetune/pom/1000 audio.flac [more files or folders]
 
-``--model`` is the output folder of ``recipes/LibriSpeech/finetune/train.py``
-(it holds ``hparams_base.yaml`` and ``hparams_overrides.yaml``, ``save/CKPT+*`` and the label encoder or
-SentencePiece model). The checkpoint the recipe tested (best validation WER by default) is loaded.
-Prints one ``path<TAB>TRANSCRIPT`` line per file (folders are searched for
-.flac, .wav, .ogg and .mp3 files), in the order given. Audio is mixed down to
-mono and resampled to the model's rate (16 kHz) when needed. Runs on CPU by
-default; ``--device cuda`` uses a GPU.
+``--model`` is the output folder of ``recipes/LibriSpeech/finetune/train.py``.
+The model is what ``python -m pom.export`` writes: the run is exported into a
+temporary folder (its checkpoint files linked, not copied) and loaded with
+SpeechBrain's ``EncoderASR.from_hparams``, so this tool and an exported folder
+give the same results; the checkpoint is the one the run tested with
+(:func:`pom.recipe.checkpoints.final_checkpoint`). SpeechBrain does the rest:
+reading the audio, mixing down to mono and resampling to the model's rate
+(``EncoderASR.load_audio``), features, encoder and CTC decoding
+(``transcribe_batch``: greedy, or ``CTCBeamSearcher`` with ``--decoding beam``,
+with a KenLM word n-gram with ``--lm``).
+
+Files are decoded ``--batch_size`` at a time, sorted by duration (less
+padding); one ``path<TAB>TRANSCRIPT`` line per file is printed in the order
+given (folders are searched for .flac, .wav, .ogg and .mp3 files), with a
+progress bar (tqdm, on stderr when it is a terminal) and, at the end, the
+real-time factor on stderr (time spent reading and decoding the audio,
+model loading excluded, over the audio's duration). Runs on CPU by default;
+``--device cuda`` uses a GPU. ``--chunk_size`` (and ``--left_context_chunks``)
+run the encoder chunk by chunk (streaming; see :func:`encode_chunks`).
 
 A file that cannot be read is reported on stderr and skipped (exit status
 1); a missing or unfinished model folder stops with a one-line error.
@@ -29,17 +41,20 @@ Authors
 import argparse
 import os
 import sys
+import tempfile
+import time
 
-import numpy as np
-import soundfile as sf
 import torch
-import torchaudio
+from speechbrain.dataio import audio_io
+from speechbrain.inference.ASR import EncoderASR
+from speechbrain.utils.data_utils import batch_pad_right
+from tqdm import tqdm
 
-from pom.recipe.checks import check_lm_decoding
-from pom.recipe.hparams import RECORD_OVERRIDES, load_hparams_record
-from pom.recipe.tokens import CTCTokens
+from pom.encoder import MixerEncoder
+from pom.export import ExportError, FinetunedRun, write_asr_folder
 
 AUDIO_EXTENSIONS = (".flac", ".wav", ".ogg", ".mp3")
+DEFAULT_BATCH_SIZE = 8
 
 
 class ModelError(RuntimeError):
@@ -50,8 +65,61 @@ class AudioError(RuntimeError):
     """An audio file cannot be read."""
 
 
+def encode_chunks(encoder, src, lens, chunk_size, left_context_chunks=None):
+    """A :class:`pom.encoder.MixerEncoder` run chunk by chunk (``chunk_size`` encoder frames of 40 ms).
+
+    A causal encoder (fine-tuned with ``causal: True``) really streams: chunks go
+    through :meth:`pom.encoder.MixerEncoder.forward_streaming`, which carries the
+    mixers' running state and the convolution caches. Any other encoder is
+    evaluated with SpeechBrain's dynamic-chunk masks, which is what it would
+    compute when fed chunk by chunk (frames see up to the end of their chunk and
+    ``left_context_chunks`` chunks back). The CNN front end runs on the whole
+    utterance (it looks a few frames ahead).
+
+    Example
+    -------
+    >>> enc = MixerEncoder(20, d_model=16, num_layers=1, d_ffn=32, mixer="pom", causal=True).eval()
+    >>> src = torch.randn(1, 10, 20)
+    >>> torch.allclose(encode_chunks(enc, src, torch.ones(1), chunk_size=3), enc(src), atol=1e-5)
+    True
+    """
+    if getattr(encoder.encoder.layers[0].convolution_module, "causal", False):
+        context = encoder.make_streaming_context()
+        return torch.cat([encoder.forward_streaming(chunk, context) for chunk in src.split(chunk_size, dim=1)], dim=1)
+    from speechbrain.utils.dynamic_chunk_training import DynChunkTrainConfig
+
+    config = DynChunkTrainConfig(chunk_size=chunk_size, left_context_size=left_context_chunks)
+    return encoder(src, lens, dynchunktrain_config=config)
+
+
+class ChunkedEncoderASR(EncoderASR):
+    """SpeechBrain's ``EncoderASR`` whose encoder can run chunk by chunk.
+
+    With ``chunk_size`` None (the default) it is ``EncoderASR``. Otherwise
+    :meth:`encode_batch` runs the exported ``LengthsCapableSequential`` layer by
+    layer, its :class:`pom.encoder.MixerEncoder` through :func:`encode_chunks`.
+    """
+
+    chunk_size = None
+    left_context_chunks = None
+
+    def encode_batch(self, wavs, wav_lens):
+        """CTC log-probabilities ``[B, frames, outputs]`` of waveforms ``[B, samples]``."""
+        if self.chunk_size is None:
+            return super().encode_batch(wavs, wav_lens)
+        model = self.mods.encoder
+        x, wav_lens = wavs.float().to(self.device), wav_lens.to(self.device)
+        for layer, lengths_arg in zip(model.values(), model.lengths_arg_names):
+            if isinstance(layer, MixerEncoder):
+                x = encode_chunks(layer, x, wav_lens, self.chunk_size, self.left_context_chunks)
+            else:
+                x = layer(x, **{lengths_arg: wav_lens}) if lengths_arg else layer(x)
+            x = x[0] if isinstance(x, tuple) else x
+        return x
+
+
 class Transcriber:
-    """A fine-tuned CTC model ready to transcribe waveforms.
+    """A fine-tuning run loaded as SpeechBrain's ``EncoderASR``, ready to transcribe.
 
     Arguments
     ---------
@@ -83,145 +151,103 @@ class Transcriber:
         lm_alpha=None,
         lm_beta=None,
     ):
-        from speechbrain.utils.checkpoints import Checkpointer
-
-        lm_problem = check_lm_decoding(lm_path, decoding, options=("--lm", "--decoding beam"))
-        if lm_problem:
-            raise ModelError(lm_problem)
-
         if chunk_size is not None and chunk_size < 1:
             raise ModelError(f"--chunk_size must be a positive number of encoder frames, got {chunk_size}")
-        self.chunk_size, self.left_context_chunks = chunk_size, left_context_chunks
-
-        model_dir = os.path.abspath(model_dir)
         if not os.path.isdir(model_dir):
             raise ModelError(f"model folder {model_dir} does not exist (give the output folder of a fine-tuning run)")
-        hparams_file = os.path.join(model_dir, RECORD_OVERRIDES)
-        save_folder = os.path.join(model_dir, "save")
-        if not os.path.isfile(hparams_file):
-            raise ModelError(f"{model_dir} is not a fine-tuning output folder (no {RECORD_OVERRIDES})")
-        # Paths inside the folder, wherever the run was made from; nothing is trained or prepared.
-        overrides = {
-            "output_folder": model_dir,
-            "save_folder": save_folder,
-            "train_log": os.path.join(model_dir, "train_log.txt"),
-            "results_file": os.path.join(model_dir, "results.json"),
-            "pretrained_path": None,
-            "kenlm_model_path": None,
-        }
         try:
-            hparams = load_hparams_record(model_dir, overrides)
-        except Exception as err:  # noqa: BLE001 - any YAML/instantiation problem
-            raise ModelError(f"cannot load {hparams_file}: {err}") from None
-        for key in ("pt_model", "model", "normalize", "compute_features", "token_type"):
-            if key not in hparams:
-                raise ModelError(f"{hparams_file} is not a fine-tuning configuration (no {key!r})")
-        if not os.path.isdir(save_folder):
-            raise ModelError(f"{model_dir} has no save/ folder: the run has not saved a checkpoint yet")
-        checkpointer = Checkpointer(
-            save_folder,
-            recoverables={
-                "model": hparams["model"],
-                "pt_model": hparams["pt_model"],
-                "normalize": hparams["normalize"],
-            },
-        )
-        best = hparams.get("best_metric", "WER")
-        ckpt = checkpointer.find_checkpoint(min_key=best) or checkpointer.find_checkpoint()
-        if ckpt is None:
-            raise ModelError(f"{save_folder} holds no checkpoint: the run has not finished an epoch yet")
-        checkpointer.load_checkpoint(ckpt)
-        try:
-            self.tokens = CTCTokens.load(save_folder, hparams["token_type"], hparams["bpe_vocab_size"])
-        except (FileNotFoundError, ValueError) as err:
+            run = FinetunedRun(model_dir)
+            with tempfile.TemporaryDirectory() as tmp:
+                folder = os.path.join(tmp, "model")
+                os.makedirs(folder)
+                write_asr_folder(run, folder, decoding, beam_size, lm_path, lm_alpha, lm_beta, link=True)
+                self.asr = ChunkedEncoderASR.from_hparams(
+                    source=folder, savedir=os.path.join(tmp, "savedir"), run_opts={"device": device}
+                )
+        except ExportError as err:
             raise ModelError(str(err)) from None
-        self.checkpoint = str(ckpt.path)
-        self.hparams = hparams
-        self.sample_rate = int(hparams["sample_rate"])
-        self.device = torch.device(device)
-        self.modules = (
-            torch.nn.ModuleDict(
-                {
-                    "normalize": hparams["normalize"],
-                    "CNN": hparams["CNN"],
-                    "encoder": hparams["encoder"],
-                    "back_end_ffn": hparams["back_end_ffn"],
-                    "ctc_lin": hparams["ctc_lin"],
-                }
-            )
-            .to(self.device)
-            .eval()
-        )
-        self.searcher = None
-        if decoding == "beam":
-            from speechbrain.decoders.ctc import CTCBeamSearcher
-
-            options = dict(hparams["test_beam_search"], beam_size=beam_size, kenlm_model_path=lm_path)
-            if lm_alpha is not None:
-                options["alpha"] = lm_alpha
-            if lm_beta is not None:
-                options["beta"] = lm_beta
-            self.searcher = CTCBeamSearcher(**options, vocab_list=self.tokens.vocab_list())
-        elif decoding != "greedy":
-            raise ValueError(f"decoding must be 'greedy' or 'beam', got {decoding!r}")
+        self.asr.chunk_size, self.asr.left_context_chunks = chunk_size, left_context_chunks
+        self.tokens = run.tokens  # the run's modules (run.hparams) are not kept: the model is self.asr
+        self.checkpoint = str(run.checkpoint.path)
+        self.sample_rate = int(run.config["sample_rate"])
+        self.stats = {}
 
     def load_audio(self, path):
-        """Mono float32 waveform at the model's sample rate."""
+        """Mono float32 waveform ``[samples]`` at the model's sample rate (SpeechBrain's ``load_audio``)."""
         if not os.path.isfile(path):
             raise AudioError(f"{path}: no such file")
         try:
-            data, rate = sf.read(path, dtype="float32", always_2d=True)
+            wav = self.asr.load_audio(os.path.abspath(path))
         except Exception as err:  # noqa: BLE001 - soundfile raises several types
-            raise AudioError(f"{path}: cannot read audio ({err})") from None
-        if data.shape[0] == 0:
+            reason = str(err.__cause__ or err).strip().splitlines()
+            raise AudioError(f"{path}: cannot read audio ({reason[0] if reason else type(err).__name__})") from None
+        if wav.numel() == 0:
             raise AudioError(f"{path}: empty audio")
-        wav = torch.from_numpy(np.ascontiguousarray(data.mean(axis=1)))
-        if rate != self.sample_rate:
-            wav = torchaudio.functional.resample(wav, orig_freq=rate, new_freq=self.sample_rate)
         return wav
 
     @torch.no_grad()
-    def log_probs(self, wav):
-        """CTC log-probabilities ``[1, frames, outputs]`` of one waveform ``[samples]``."""
-        wavs = wav.unsqueeze(0).to(self.device)
-        lens = torch.ones(1, device=self.device)
-        feats = self.hparams["compute_features"](wavs)
-        feats = self.modules["normalize"](feats, lens)
-        encoded = self.encode(self.modules["CNN"](feats), lens)
-        logits = self.modules["ctc_lin"](self.modules["back_end_ffn"](encoded))
-        return torch.log_softmax(logits.float(), dim=-1)
+    def log_probs(self, wavs, wav_lens=None):
+        """CTC log-probabilities ``[B, frames, outputs]`` of waveforms ``[B, samples]`` (or one ``[samples]``)."""
+        wavs = wavs.unsqueeze(0) if wavs.dim() == 1 else wavs
+        wav_lens = torch.ones(wavs.shape[0]) if wav_lens is None else wav_lens
+        return self.asr.encode_batch(wavs, wav_lens)
 
-    def encode(self, src, lens):
-        """The encoder, whole-utterance or chunk by chunk (``chunk_size`` encoder frames of 40 ms).
-
-        A causal encoder (fine-tuned with ``causal: True``) really streams: chunks go through
-        :meth:`pom.encoder.MixerEncoder.forward_streaming`, which carries the mixers' running
-        state and the convolution caches. Any other encoder is evaluated with SpeechBrain's
-        dynamic-chunk masks, which is what it would compute when fed chunk by chunk (frames see up
-        to the end of their chunk and ``left_context_chunks`` chunks back). The CNN front end runs
-        on the whole utterance (it looks a few frames ahead)."""
-        encoder = self.modules["encoder"]
-        if self.chunk_size is None:
-            return encoder(src, lens)
-        if getattr(encoder.encoder.layers[0].convolution_module, "causal", False):
-            context = encoder.make_streaming_context()
-            chunks = src.split(self.chunk_size, dim=1)
-            return torch.cat([encoder.forward_streaming(chunk, context) for chunk in chunks], dim=1)
-        from speechbrain.utils.dynamic_chunk_training import DynChunkTrainConfig
-
-        config = DynChunkTrainConfig(chunk_size=self.chunk_size, left_context_size=self.left_context_chunks)
-        return encoder(src, lens, dynchunktrain_config=config)
+    @torch.no_grad()
+    def transcribe_batch(self, wavs, wav_lens):
+        """Transcripts (upper-case words, single spaces) of a padded batch ``[B, samples]``."""
+        words, _ = self.asr.transcribe_batch(wavs, wav_lens)
+        return [" ".join(str(text).split()) for text in words]
 
     def transcribe(self, wav):
-        """Transcript (upper-case words) of one waveform ``[samples]``."""
-        log_probs = self.log_probs(wav)
-        lens = torch.ones(1, device=log_probs.device)
-        if self.searcher is not None:
-            return " ".join(self.searcher(log_probs, lens)[0][0].text.split())
-        from speechbrain.decoders import ctc_greedy_decode
+        """Transcript of one waveform ``[samples]``."""
+        return self.transcribe_batch(wav.unsqueeze(0), torch.ones(1))[0]
 
-        ids = ctc_greedy_decode(log_probs, lens, blank_id=self.hparams["blank_index"])[0]
-        return " ".join(self.tokens.decode(ids).split())
+    def transcribe_files(self, paths, batch_size=DEFAULT_BATCH_SIZE, progress=None):
+        """Yields ``(path, transcript, None)`` or ``(path, None, error)`` for each of ``paths``, in
+        their order. Files are decoded in batches of ``batch_size``, longest first, with a tqdm
+        progress bar on stderr (``progress``: None shows it when stderr is a terminal); ``self.stats``
+        then holds the files decoded, their duration and the time spent (``audio_s``, ``compute_s``)."""
+        if batch_size < 1:
+            raise ValueError(f"--batch_size must be at least 1, got {batch_size}")
+        results, durations = {}, {}
+        for i, path in enumerate(paths):
+            try:
+                if not os.path.isfile(path):
+                    raise AudioError(f"{path}: no such file")
+                durations[i] = audio_io.info(path).duration
+            except AudioError as err:
+                results[i] = (path, None, str(err))
+            except RuntimeError as err:
+                reason = str(err.__cause__ or err).strip().splitlines()
+                results[i] = (path, None, f"{path}: cannot read audio ({reason[0] if reason else 'unknown format'})")
+        order = sorted(durations, key=lambda i: -durations[i])
+        audio_s, compute_s, decoded, following = 0.0, 0.0, 0, 0
+        disable = None if progress is None else not progress  # None: shown when stderr is a terminal
+        with tqdm(total=len(paths), unit="file", file=sys.stderr, disable=disable, leave=False) as bar:
+            bar.update(len(results))
+            for start in range(0, len(order), batch_size):
+                begin = time.perf_counter()
+                batch = []
+                for i in order[start : start + batch_size]:
+                    try:
+                        batch.append((i, self.load_audio(paths[i])))
+                    except AudioError as err:
+                        results[i] = (paths[i], None, str(err))
+                if batch:
+                    wavs, lens = batch_pad_right([wav for _, wav in batch])
+                    for (i, wav), text in zip(batch, self.transcribe_batch(wavs, lens)):
+                        results[i] = (paths[i], text, None)
+                        audio_s += wav.numel() / self.sample_rate
+                        decoded += 1
+                compute_s += time.perf_counter() - begin
+                bar.update(len(order[start : start + batch_size]))
+                while following in results:
+                    yield results.pop(following)
+                    following += 1
+        while following in results:
+            yield results.pop(following)
+            following += 1
+        self.stats = {"files": decoded, "audio_s": audio_s, "compute_s": compute_s}
 
 
 def expand_inputs(inputs):
@@ -243,6 +269,22 @@ def expand_inputs(inputs):
     return paths
 
 
+def rtf_line(stats, batch_size, device):
+    """The real-time factor line printed at the end.
+
+    Example
+    -------
+    >>> rtf_line({"files": 3, "audio_s": 20.0, "compute_s": 1.0}, 8, "cpu")
+    'Real-time factor: 0.050 (20.0 s of audio in 1.00 s; 3 files, batch size 8, cpu)'
+    """
+    audio_s, compute_s = stats.get("audio_s", 0.0), stats.get("compute_s", 0.0)
+    rtf = compute_s / audio_s if audio_s else float("nan")
+    return (
+        f"Real-time factor: {rtf:.3f} ({audio_s:.1f} s of audio in {compute_s:.2f} s; "
+        f"{stats.get('files', 0)} files, batch size {batch_size}, {device})"
+    )
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="python -m pom.transcribe",
@@ -250,6 +292,9 @@ def main(argv=None):
     )
     parser.add_argument("--model", required=True, help="output folder of recipes/LibriSpeech/finetune/train.py")
     parser.add_argument("audio", nargs="+", help="audio files or folders (.flac, .wav, .ogg, .mp3)")
+    parser.add_argument(
+        "--batch_size", type=int, default=DEFAULT_BATCH_SIZE, help=f"files per batch (default {DEFAULT_BATCH_SIZE})"
+    )
     parser.add_argument(
         "--decoding", choices=("greedy", "beam"), default="greedy", help="CTC decoding (default greedy)"
     )
@@ -271,6 +316,8 @@ def main(argv=None):
     parser.add_argument("--lm_alpha", type=float, default=None, help="LM weight (default: the run's lm_alpha)")
     parser.add_argument("--lm_beta", type=float, default=None, help="word insertion bonus (default: the run's lm_beta)")
     args = parser.parse_args(argv)
+    if args.batch_size < 1:
+        parser.error(f"--batch_size must be at least 1, got {args.batch_size}")
 
     try:
         transcriber = Transcriber(
@@ -287,14 +334,13 @@ def main(argv=None):
     except ModelError as err:
         sys.exit(f"Error: {err}")
     failures = 0
-    for path in expand_inputs(args.audio):
-        try:
-            text = transcriber.transcribe(transcriber.load_audio(path))
-        except AudioError as err:
+    for path, text, error in transcriber.transcribe_files(expand_inputs(args.audio), args.batch_size):
+        if error is not None:
             failures += 1
-            print(f"Error: {err}", file=sys.stderr)
-            continue
-        print(f"{path}\t{text}", flush=True)
+            print(f"Error: {error}", file=sys.stderr)
+        else:
+            print(f"{path}\t{text}", flush=True)
+    print(rtf_line(transcriber.stats, args.batch_size, args.device), file=sys.stderr)
     return 1 if failures else 0
 
 

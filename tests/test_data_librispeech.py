@@ -19,6 +19,7 @@ from pom.data.librispeech import (
     OPT_FILE,
     LibriSpeechFormatError,
     prepare_librispeech,
+    read_csv_rows,
 )
 from pom.data.synthetic import ALL_SPLITS
 
@@ -76,12 +77,14 @@ def test_csvs_match_files(synthetic_librispeech, tmp_path):
         assert [r["ID"] for r in rows] == sorted(expected)  # every file once, ID order
         flacs = glob.glob(os.path.join(synthetic_librispeech, split, "*", "*", "*.flac"))
         assert len(rows) == len(flacs)
-        for r in rows:
+        for r, read in zip(rows, read_csv_rows(os.path.join(save, split + ".csv"), synthetic_librispeech)):
             wav, words = expected[r["ID"]]
-            assert r["wav"] == os.path.abspath(wav) and os.path.isabs(r["wav"])
+            # relative to $data_root (SpeechBrain's convention), read with data_root = the data folder
+            assert r["wav"] == "$data_root/" + os.path.relpath(wav, synthetic_librispeech)
+            assert os.path.samefile(read["wav"], wav)
             assert r["wrd"] == words
             assert r["spk_id"] == "-".join(r["ID"].split("-")[:2])
-            data, sr = sf.read(r["wav"])
+            data, sr = sf.read(read["wav"])
             assert float(r["duration"]) == pytest.approx(len(data) / sr, abs=1e-6)
     merged = read_csv(os.path.join(save, "train.csv"))
     assert merged == sum((read_csv(os.path.join(save, s + ".csv")) for s in TRAIN), [])
@@ -284,3 +287,27 @@ def test_regenerated_corpus_is_prepared_again(small_root, tmp_path):
     prepare_librispeech(small_root, save, dev_splits=["dev-clean"])
     after = read_csv(os.path.join(save, "dev-clean.csv"))
     assert [r["ID"] for r in after] == sorted(transcripts(test_split)) != [r["ID"] for r in before]
+
+
+def test_prepared_csvs_move_with_the_corpus(small_root, tmp_path):
+    """The CSVs name audio relative to $data_root: the corpus and the prepared folder moved elsewhere
+    (another machine) are read as SpeechBrain reads them, with replacements={"data_root": data_folder}."""
+    import speechbrain as sb
+
+    save = str(tmp_path / "csv")
+    prepare_librispeech(small_root, save, dev_splits=["dev-clean"])
+    assert small_root not in open(os.path.join(save, "dev-clean.csv"), encoding="utf-8").read()
+    moved_root, moved_save = str(tmp_path / "other_machine" / "LS"), str(tmp_path / "other_machine" / "csv")
+    shutil.copytree(small_root, moved_root)
+    shutil.copytree(save, moved_save)
+    shutil.rmtree(small_root)
+    data = sb.dataio.dataset.DynamicItemDataset.from_csv(
+        os.path.join(moved_save, "dev-clean.csv"), replacements={"data_root": moved_root}
+    )
+    data.add_dynamic_item(sb.dataio.dataio.read_audio, takes="wav", provides="sig")
+    data.set_output_keys(["id", "sig", "duration"])
+    for item in data:
+        assert len(item["sig"]) / 16000 == pytest.approx(float(item["duration"]), abs=1e-3)
+    assert [r["ID"] for r in read_csv_rows(os.path.join(moved_save, "dev-clean.csv"), moved_root)] == [
+        item["id"] for item in data
+    ]

@@ -44,6 +44,15 @@ def test_pipeline_outputs(short_demo):
         assert (short_demo / "finetune" / "wer_test-clean_lm.txt").is_file()
 
 
+def test_the_demo_model_is_exported_for_speechbrain(short_demo, tmp_path):
+    """The demo ends by exporting its fine-tuned model (python -m pom.export) to <out>/exported."""
+    from speechbrain.inference.ASR import EncoderASR
+
+    exported = short_demo / "exported"
+    asr = EncoderASR.from_hparams(source=str(exported), savedir=str(tmp_path / "savedir"))
+    assert isinstance(asr.transcribe_file(str(next(exported.glob("example.*")))), str)
+
+
 def test_pretraining_beats_random_initialisation(short_demo):
     """Same fine-tuning, same seed and budget: the pre-trained encoder reaches
     a clearly lower validation CTC loss and test-clean CER."""
@@ -82,3 +91,7 @@ def test_several_mixers_share_the_corpus_and_are_parameter_matched(tmp_path, cap
         assert result["mixer"] == name and result["d_model"] == record["d_model"]
         assert record["times_s"]["pretrain"] > 0 and record["peak_MiB"]["finetune"] > 50
         assert f"| {name} | {record['params'] / 1e6:.2f} |" in printed
+        exported = out / name / "exported"  # the export, and the three lines that load and use it
+        assert (exported / "hyperparams.yaml").is_file()
+        assert f'asr = EncoderASR.from_hparams(source="{exported}", savedir=' in printed
+    assert printed.count("from speechbrain.inference.ASR import EncoderASR") == 2

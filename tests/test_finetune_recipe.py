@@ -19,9 +19,10 @@ from finetune_helpers import (
     train_log,
 )
 
-from pom.recipe.hparams import load_hparams
+from pom.recipe.checkpoints import final_checkpoint
+from pom.recipe.hparams import load_hparams, load_run_hparams
 from pom.recipe.pretrained import PretrainedMismatchError, find_pretrained, load_pretrained
-from pom.recipe.tokens import CTCTokens
+from pom.recipe.tokens import CTCTokens, transcript_characters
 
 SPLITS = ("dev-clean", "dev-other", "test-clean", "test-other")
 
@@ -65,7 +66,34 @@ def test_short_finetuning_run_learns_and_writes_results(finetuned):
         )
         assert os.path.isfile(os.path.join(finetuned, f"cer_{split}.txt"))
     assert results["params_encoder"] > 0 and results["params_total"] > results["params_encoder"]
-    assert len(CTCTokens.characters(os.path.join(finetuned, "save", "label_encoder.txt"))) == 29
+    # the labels: blank and the characters of the training transcripts
+    tokens = CTCTokens.characters(os.path.join(finetuned, "save", "label_encoder.txt"))
+    assert tokens.vocab_list()[1:] == list(transcript_characters(os.path.join(finetuned, "train.csv")))
+    assert results["vocabulary_size"] == len(tokens)
+    # the run's configuration is its hyperparams.yaml alone (no other record), and it rebuilds the model
+    assert not [name for name in os.listdir(finetuned) if name.startswith("hparams")]
+    hparams = load_run_hparams(finetuned)
+    assert hparams["ctc_lin"].w.out_features == len(tokens) and hparams["d_model"] == 48
+    assert results["checkpoint"] == os.path.relpath(
+        str(final_checkpoint(os.path.join(finetuned, "save"), "WER").path), os.path.join(finetuned, "save")
+    )
+    assert results["averaged_checkpoints"] is None  # avg_checkpoints: 1, the best checkpoint is tested
+
+
+def test_librispeech_transcripts_give_the_29_labels(tmp_path):
+    """The vocabulary of LibriSpeech's training transcripts (space, apostrophe, A-Z) is the 29 labels
+    of the recipe before the vocabulary came from the data: same file, same indices."""
+    train = tmp_path / "train.csv"
+    train.write_text(
+        "ID,duration,wav,wrd\n"
+        "1-1-1,1.0,$data_root/a.flac,THE QUICK BROWN FOX JUMPS OVER THE LAZY DOG\n"
+        "1-1-2,1.0,$data_root/b.flac,IT'S A SPHINX OF BLACK QUARTZ JUDGE MY VOW\n",
+        encoding="utf-8",
+    )
+    built = CTCTokens.characters(str(tmp_path / "label_encoder.txt"), train_csv=str(train))
+    before = CTCTokens.characters(str(tmp_path / "fixed.txt"))  # no transcripts: LibriSpeech's characters
+    assert len(built) == 29 and built.vocab_list() == before.vocab_list()
+    assert (tmp_path / "label_encoder.txt").read_text() == (tmp_path / "fixed.txt").read_text()
 
 
 def test_find_pretrained_accepts_every_layout(pretrained, tmp_path):

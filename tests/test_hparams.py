@@ -110,3 +110,16 @@ def test_results_paper_lists_every_row_with_its_commands(capsys):
         for command in commands(row):
             assert command in out
     assert find_row("PoM", "~315 M").experiment == "pom_large"
+
+
+def test_new_options_default_to_the_paper_runs(tmp_path):
+    """Tracking, checkpoint averaging and the test CSVs: off / as before unless asked for; the trackers
+    are only named in the YAML (loading a run's hyperparams never opens a writer or a W&B run)."""
+    for stage in ("pretrain", "finetune"):
+        hp = load(stage, "pom", tmp_path)
+        assert (hp["use_tensorboard"], hp["use_wandb"]) == (False, False)
+        assert hp["tensorboard_logger"].keywords["save_dir"] == f"{hp['output_folder']}/tensorboard"
+        assert hp["wandb_logger"].keywords["project"] == "pom-speech"
+    ft = load("finetune", "pom", tmp_path)
+    assert (ft["avg_checkpoints"], ft["avg_checkpoints_select"], ft["test_csv"]) == (1, "best", None)
+    assert ft["output_neurons"] == 29  # LibriSpeech's characters; the recipe sizes it from the train transcripts

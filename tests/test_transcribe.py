@@ -1,5 +1,6 @@
 """pom.transcribe on a tiny fine-tuned model: one line per file, the same
-WER as the recipe's test, resampling, and clear errors."""
+WER as the recipe's test, batches, the real-time factor, resampling, and
+clear errors."""
 
 import csv
 import glob
@@ -16,6 +17,7 @@ import torch
 import torchaudio
 from finetune_helpers import ROOT, tiny_finetuned
 from speechbrain.nnet.losses import ctc_loss
+from speechbrain.utils.data_utils import batch_pad_right
 
 from pom import transcribe
 
@@ -26,10 +28,10 @@ def model(tmp_path_factory, synthetic_librispeech):
 
 
 @pytest.fixture(scope="module")
-def test_clean(model):
+def test_clean(model, synthetic_librispeech):
     """(path, reference) of the test-clean utterances, as the recipe saw them."""
     with open(os.path.join(model, "test-clean.csv"), encoding="utf-8") as f:
-        return [(row["wav"], row["wrd"]) for row in csv.DictReader(f)]
+        return [(row["wav"].replace("$data_root", synthetic_librispeech), row["wrd"]) for row in csv.DictReader(f)]
 
 
 def lines(text):
@@ -67,6 +69,39 @@ def test_folder_input_and_beam_search(model, synthetic_librispeech, capsys):
     assert [p for p, *_ in out] == expected
 
 
+def test_batch_sizes_give_the_same_transcripts_and_the_rtf_is_printed(model, synthetic_librispeech, capsys):
+    """Batches of 1 and 3 (padded, sorted by duration): same lines, in the order given; the
+    real-time factor on stderr."""
+    folders = [os.path.join(synthetic_librispeech, split) for split in ("test-clean", "dev-clean")]
+    outputs = []
+    for batch_size in ("1", "3"):
+        assert transcribe.main(["--model", model, "--batch_size", batch_size, *folders]) == 0
+        captured = capsys.readouterr()
+        outputs.append(lines(captured.out))
+        rtf = [line for line in captured.err.splitlines() if line.startswith("Real-time factor: ")]
+        assert len(rtf) == 1 and f"files, batch size {batch_size}, cpu)" in rtf[0]
+        assert float(rtf[0].split()[2]) > 0
+    expected = [p for folder in folders for p in sorted(glob.glob(os.path.join(folder, "*", "*", "*.flac")))]
+    assert [p for p, _ in outputs[0]] == expected
+    assert outputs[0] == outputs[1]
+    with pytest.raises(SystemExit):
+        transcribe.main(["--model", model, "--batch_size", "0", expected[0]])
+
+
+def test_a_padded_batch_gives_the_log_probabilities_of_single_files(model, test_clean):
+    """In a padded batch, each file's log-probabilities are its own up to SpeechBrain's padding
+    effects (relative lengths rounded to frames, the last frames of the CNN and Fbank)."""
+    transcriber = transcribe.Transcriber(model)
+    wavs = [transcriber.load_audio(path) for path, _ in test_clean]
+    padded, lens = batch_pad_right(wavs)
+    batch = transcriber.log_probs(padded, lens)
+    for i, wav in enumerate(wavs):
+        single = transcriber.log_probs(wav)[0]
+        assert (batch[i, : single.shape[0]] - single).abs().max() < 0.1
+    longest = max(range(len(wavs)), key=lambda i: wavs[i].numel())  # not padded: the same numbers
+    torch.testing.assert_close(batch[longest], transcriber.log_probs(wavs[longest])[0], atol=1e-5, rtol=0)
+
+
 def test_other_sample_rates_and_stereo_are_converted(model, test_clean, tmp_path, capsys):
     path = test_clean[0][0]
     wav, rate = sf.read(path, dtype="float32")
@@ -90,7 +125,7 @@ def test_unreadable_and_missing_files_are_reported_and_skipped(model, test_clean
     bad = tmp_path / "not_audio.flac"
     bad.write_text("this is not audio")
     good = test_clean[0][0]
-    status = transcribe.main(["--model", model, str(bad), str(tmp_path / "missing.wav"), good])
+    status = transcribe.main(["--model", model, "--batch_size", "2", str(bad), str(tmp_path / "missing.wav"), good])
     captured = capsys.readouterr()
     assert status == 1
     assert [p for p, *_ in lines(captured.out)] == [good]
@@ -137,19 +172,33 @@ def test_streaming_mode_chunks_the_encoder(model, test_clean, capsys):
         transcribe.Transcriber(model, chunk_size=0)
 
 
-def test_streaming_mode_streams_a_causal_encoder(model):
-    """A causal encoder goes through forward_streaming chunk by chunk and equals its full pass."""
+def test_streaming_mode_streams_a_causal_encoder(model, test_clean):
+    """A causal encoder goes through forward_streaming chunk by chunk and equals its full pass,
+    also inside the exported model (its MixerEncoder replaced by a causal one)."""
     from pom.encoder import MixerEncoder
 
-    transcriber = transcribe.Transcriber(model, chunk_size=3)
     torch.manual_seed(0)
     encoder = MixerEncoder(
         20, 16, 2, 32, mixer="pom", kernel_size=3, causal=True, positional_encoding="fixed_abs_sine"
     ).eval()
-    transcriber.modules["encoder"] = encoder
     src = torch.randn(1, 11, 20)
     with torch.no_grad():
-        torch.testing.assert_close(transcriber.encode(src, torch.ones(1)), encoder(src), atol=1e-5, rtol=1e-5)
+        chunked = transcribe.encode_chunks(encoder, src, torch.ones(1), chunk_size=3)
+        torch.testing.assert_close(chunked, encoder(src), atol=1e-5, rtol=1e-5)
+
+    full, streamed = transcribe.Transcriber(model), transcribe.Transcriber(model, chunk_size=2)
+    for transcriber in (full, streamed):
+        sequential = transcriber.asr.mods.encoder
+        old = sequential.enc
+        causal = MixerEncoder(
+            old.input_projection[0].in_features, old.d_model, 2, 32, mixer="pom", kernel_size=3, causal=True,
+            positional_encoding="fixed_abs_sine",
+        )  # fmt: skip
+        torch.manual_seed(1)
+        causal.load_state_dict({k: torch.randn_like(v) * 0.1 for k, v in causal.state_dict().items()})
+        sequential.enc = causal.eval()
+    wav = full.load_audio(test_clean[0][0])
+    torch.testing.assert_close(streamed.log_probs(wav), full.log_probs(wav), atol=1e-4, rtol=1e-4)
 
 
 def test_beam_search_with_an_lm(model, synthetic_librispeech, test_clean, tmp_path, capsys):
@@ -161,9 +210,9 @@ def test_beam_search_with_an_lm(model, synthetic_librispeech, test_clean, tmp_pa
     lm = str(tmp_path / "3-gram.arpa")
     build_lm(synthetic_librispeech, ["train-clean-100", "train-clean-360", "train-other-500"], lm, order=3)
     transcriber = transcribe.Transcriber(model, decoding="beam", beam_size=8, lm_path=lm, lm_alpha=3.0, lm_beta=1.0)
-    searcher = transcriber.searcher
+    searcher = transcriber.asr.decoding_function
     assert searcher.kenlm_model is not None and (searcher.alpha, searcher.beta) == (3.0, 1.0)
-    assert transcribe.Transcriber(model, decoding="beam").searcher.kenlm_model is None
+    assert transcribe.Transcriber(model, decoding="beam").asr.decoding_function.kenlm_model is None
     paths = [p for p, _ in test_clean[:3]]
     assert transcribe.main(["--model", model, "--decoding", "beam", "--beam_size", "8", "--lm", lm, *paths]) == 0
     assert [p for p, *_ in lines(capsys.readouterr().out)] == paths

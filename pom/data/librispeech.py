@@ -1,11 +1,21 @@
 """LibriSpeech data preparation: one SpeechBrain CSV manifest per split.
 
+(About 470 lines, one job: the checks of every input, the skip-if-done record
+and the writes that concurrent or interrupted preparations must survive belong
+with the preparation. Its temporary files carry the writer's process id, so a
+concurrent preparation can tell a live writer from a stale file: hence its own
+writer rather than :func:`pom.recipe.files.atomic_write`.)
+
 Given a LibriSpeech root (the folder holding ``train-clean-100``,
 ``dev-clean``, ... as unpacked from the official archives, or as written by
 :mod:`pom.data.synthetic`), writes ``<save_folder>/<split>.csv`` for every
 split asked for, with the SpeechBrain columns ``ID,duration,wav,spk_id,wrd``,
 and optionally one merged CSV (e.g. ``train.csv``) of several splits.
 
+* Audio paths are written relative to the data folder, as ``$data_root/<split>/...``
+  (SpeechBrain's convention): readers give ``replacements={"data_root": data_folder}``
+  to ``DynamicItemDataset.from_csv`` (or call :func:`read_csv_rows`), so a prepared
+  folder works on any machine that has the corpus, wherever it is.
 * Durations come from the audio file headers (no decoding).
 * ``avoid_if_longer_than`` / ``avoid_if_shorter_than`` filter by duration;
   rows are written in utterance-ID order (recipes sort by duration
@@ -37,7 +47,10 @@ Example
 >>> prepare_librispeech(os.path.join(root, "LibriSpeech"),
 ...                     os.path.join(root, "csv"), dev_splits=["dev-clean"])
 >>> print(open(os.path.join(root, "csv", "dev-clean.csv")).read().split()[:2])
-['ID,duration,wav,spk_id,wrd', '84-121123-0000,0.5,...']
+['ID,duration,wav,spk_id,wrd', '84-121123-0000,0.5,$data_root/dev-clean/84/121123/84-121123-0000.flac,84-121123,GO']
+>>> rows = read_csv_rows(os.path.join(root, "csv", "dev-clean.csv"), os.path.join(root, "LibriSpeech"))
+>>> os.path.isfile(rows[0]["wav"])
+True
 
 Authors
  * pom-speech contributors 2025
@@ -68,7 +81,10 @@ OPT_FILE = "prepare_librispeech.json"
 AUDIO_EXT = ".flac"
 TRANS_SUFFIX = ".trans.txt"
 TMP_MARK = ".tmp-"
-PREP_VERSION = 1
+#: Version 2: audio paths relative to $data_root (version 1: absolute paths).
+PREP_VERSION = 2
+#: The placeholder of the data folder in the CSVs' audio paths.
+DATA_ROOT = "$data_root"
 
 
 class LibriSpeechFormatError(ValueError):
@@ -171,6 +187,7 @@ def prepare_librispeech(
     for split in splits:
         rows = collect_split(os.path.join(data_folder, split), on_error=on_error)
         rows = _filter_by_duration(rows, split, avoid_if_longer_than, avoid_if_shorter_than)
+        rows = [dict(r, wav=relative_to_data_root(r["wav"], data_folder)) for r in rows]
         write_csv(os.path.join(save_folder, split + ".csv"), rows)
         rows_per_split[split] = rows
         hours = sum(r["duration"] for r in rows) / 3600.0
@@ -180,6 +197,30 @@ def prepare_librispeech(
         write_csv(os.path.join(save_folder, merge_name), merged)
         logger.info("%s: %d utterances from %s", merge_name, len(merged), ", ".join(merge_lst))
     _write_atomic(opt_path, json.dumps(options, indent=2, sort_keys=True) + "\n")
+
+
+def relative_to_data_root(path, data_folder):
+    """``$data_root/<path relative to data_folder>`` (with ``/``), for the CSVs.
+
+    Example
+    -------
+    >>> relative_to_data_root("/data/LibriSpeech/dev-clean/1/2/1-2-0.flac", "/data/LibriSpeech")
+    '$data_root/dev-clean/1/2/1-2-0.flac'
+    """
+    relative = os.path.relpath(os.path.abspath(path), os.path.abspath(data_folder))
+    return DATA_ROOT + "/" + relative.replace(os.sep, "/")
+
+
+def read_csv_rows(csv_path, data_folder):
+    """The rows of a SpeechBrain CSV as dicts, ``$data_root`` replaced by
+    ``data_folder`` (as ``DynamicItemDataset.from_csv`` with
+    ``replacements={"data_root": data_folder}`` reads it)."""
+    with open(csv_path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        if row.get("wav", "").startswith(DATA_ROOT):
+            row["wav"] = data_folder + row["wav"][len(DATA_ROOT) :]
+    return rows
 
 
 def check_librispeech_folders(data_folder, splits):

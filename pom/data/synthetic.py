@@ -1,5 +1,9 @@
 """A synthetic speech corpus with LibriSpeech's exact layout.
 
+(About 530 lines, one job: speakers, sentences, synthesis, noise and the
+LibriSpeech layout are the corpus; split across files they would only be
+read together.)
+
 Writes ``<out>/LibriSpeech/<split>/<speaker>/<chapter>/`` folders holding
 ``<speaker>-<chapter>-<utt>.flac`` (16 kHz mono FLAC) and
 ``<speaker>-<chapter>.trans.txt`` (upper-case transcripts), for the seven

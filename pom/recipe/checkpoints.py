@@ -9,6 +9,9 @@
   configurations (resuming, fine-tuning, importing).
 * :func:`module_fingerprint`, :func:`statistics_fingerprint` -- hashes of
   weights and normalisation statistics, to check that DDP ranks agree.
+* :func:`select_checkpoints`, :func:`save_averaged_checkpoint` -- checkpoint
+  averaging (SpeechBrain's ``average_checkpoints``) of the fine-tuning recipe;
+  :func:`final_checkpoint` -- the checkpoint a run tests with (averaged or best).
 
 Authors
  * pom-speech contributors 2025
@@ -20,12 +23,14 @@ import logging
 import os
 import pathlib
 import shutil
+from functools import partial
 
 import torch
 from speechbrain.utils.checkpoints import (
     CKPT_PREFIX,
     METAFNAME,
     Checkpointer,
+    average_checkpoints,
     mark_as_loader,
     mark_as_saver,
     register_checkpoint_hooks,
@@ -223,3 +228,103 @@ def _plain(value):
     if name is not None:
         return f"{getattr(target, '__module__', '')}.{name}"
     return str(value)
+
+
+#: Sub-folder of a run's ``save/`` holding its averaged checkpoint (out of reach of
+#: the checkpointer's recovery and clean-up, which see ``save/CKPT+*`` only).
+AVERAGED_FOLDER = "averaged"
+#: The values of ``avg_checkpoints_select``.
+AVERAGE_SELECTIONS = ("best", "last")
+
+
+def select_checkpoints(checkpointer, num, best_metric, select="best"):
+    """The (at most) ``num`` validated checkpoints of ``checkpointer`` (those
+    whose meta holds ``best_metric``): the lowest ``best_metric`` first
+    (``select="best"``), or the most recent first (``"last"``).
+
+    Example
+    -------
+    >>> import tempfile
+    >>> ckpt = Checkpointer(tempfile.mkdtemp(), {"layer": torch.nn.Linear(1, 1)})
+    >>> for wer in (30.0, 10.0, 20.0):
+    ...     _ = ckpt.save_checkpoint(meta={"WER": wer})
+    >>> [c.meta["WER"] for c in select_checkpoints(ckpt, 2, "WER")]
+    [10.0, 20.0]
+    >>> [c.meta["WER"] for c in select_checkpoints(ckpt, 2, "WER", select="last")]
+    [20.0, 10.0]
+    """
+    if select not in AVERAGE_SELECTIONS:
+        raise ValueError(f"select must be one of {AVERAGE_SELECTIONS}, got {select!r}")
+    if select == "best":
+        return checkpointer.find_checkpoints(min_key=best_metric, max_num_checkpoints=num)
+    return checkpointer.find_checkpoints(ckpt_predicate=lambda c: best_metric in c.meta, max_num_checkpoints=num)
+
+
+def save_averaged_checkpoint(checkpointer, checkpoints, average=("model", "pt_model"), meta=None):
+    """Saves the average of ``checkpoints`` as the one checkpoint of
+    ``<checkpoints_dir>/averaged/`` (replacing an earlier one) and returns it.
+
+    Every recoverable of ``checkpointer`` is loaded from ``checkpoints[0]``,
+    then the modules named in ``average`` get the mean of their parameters
+    over ``checkpoints`` (SpeechBrain's ``average_checkpoints``), and all are
+    saved, so the averaged checkpoint loads like any other. The live
+    recoverables keep these values. Call it on the main process.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> layer = torch.nn.Linear(1, 1, bias=False)
+    >>> ckpt = Checkpointer(tempfile.mkdtemp(), {"model": layer})
+    >>> for w in (1.0, 2.0, 6.0):
+    ...     _ = torch.nn.init.constant_(layer.weight, w)
+    ...     _ = ckpt.save_checkpoint(meta={"WER": w})
+    >>> averaged = save_averaged_checkpoint(ckpt, ckpt.find_checkpoints(min_key="WER"), average=["model"])
+    >>> float(layer.weight), final_checkpoint(ckpt.checkpoints_dir, "WER").path == averaged.path
+    (3.0, True)
+    """
+    if not checkpoints:
+        raise ValueError("no checkpoint to average")
+    checkpointer.load_checkpoint(checkpoints[0])
+    for name in average:
+        state = average_checkpoints(checkpoints, name, parameter_loader=partial(torch.load, map_location="cpu"))
+        module = checkpointer.recoverables[name]
+        getattr(module, "module", module).load_state_dict(state)
+    out = KillSafeCheckpointer(
+        pathlib.Path(checkpointer.checkpoints_dir) / AVERAGED_FOLDER, recoverables=checkpointer.recoverables
+    )
+    saved = out.save_checkpoint(meta=dict(meta or {}), verbosity=logging.DEBUG)
+    out.delete_checkpoints(num_to_keep=1, verbosity=logging.DEBUG)  # the earlier averaged one
+    return saved
+
+
+def remove_averaged_checkpoint(save_folder):
+    """Deletes ``<save_folder>/averaged/`` (a run tested without averaging)."""
+    shutil.rmtree(os.path.join(save_folder, AVERAGED_FOLDER), ignore_errors=True)
+
+
+def final_checkpoint(save_folder, best_metric):
+    """The SpeechBrain ``Checkpoint`` a fine-tuning run tests with: its
+    averaged checkpoint (``save/averaged/``, written when the run averages
+    checkpoints: ``avg_checkpoints`` > 1), else the checkpoint with the lowest
+    ``best_metric`` in its meta (what ``Brain.evaluate(min_key=best_metric)``
+    loads); ``None`` when there is none. Load it with a ``Checkpointer``
+    holding the recoverables to read (``load_checkpoint``), or read its
+    ``paramfiles`` (``model.ckpt``, ``pt_model.ckpt``, ``normalize.ckpt``, ...).
+
+    Example
+    -------
+    >>> import tempfile
+    >>> ckpt = Checkpointer(tempfile.mkdtemp(), {"layer": torch.nn.Linear(1, 1)})
+    >>> for wer in (30.0, 10.0, 20.0):
+    ...     _ = ckpt.save_checkpoint(meta={"WER": wer})
+    >>> final_checkpoint(ckpt.checkpoints_dir, "WER").meta["WER"]
+    10.0
+    """
+    averaged = os.path.join(save_folder, AVERAGED_FOLDER)
+    if os.path.isdir(averaged):
+        found = Checkpointer(averaged).find_checkpoint()
+        if found is not None:
+            return found
+    if not os.path.isdir(save_folder):
+        return None
+    return Checkpointer(save_folder).find_checkpoint(min_key=best_metric)

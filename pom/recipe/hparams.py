@@ -4,24 +4,27 @@
   ``base: [base.yaml, ../encoders/<experiment>.yaml]``: the per-experiment YAML
   is merged over a shared base (nested mappings key by key), then the command
   line on top; :func:`resolve_hparams_file` does the merge without loading.
-* :func:`save_hparams_record`, :func:`load_hparams_record` -- what a
-  fine-tuning run keeps to rebuild its model later (:mod:`pom.transcribe`).
+* :func:`save_run_hparams` -- the run's resolved ``hyperparams.yaml``
+  (SpeechBrain's file), written so that it loads again;
+  :func:`load_run_hparams` loads it (e.g. to rebuild a fine-tuned model).
 
 Authors
  * pom-speech contributors 2025
 """
 
+import datetime
+import io
 import os
 
-from hyperpyyaml import load_hyperpyyaml
+from hyperpyyaml import load_hyperpyyaml, resolve_references
 from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
 from ruamel.yaml.error import YAMLError
 
-from pom.recipe.files import atomic_write, copy_file
+from pom.recipe.files import atomic_write
 
-#: The files of a run record (see :func:`save_hparams_record`).
-RECORD_BASE = "hparams_base.yaml"
-RECORD_OVERRIDES = "hparams_overrides.yaml"
+#: SpeechBrain's name for the resolved hyperparameters of a run (``create_experiment_directory``).
+RUN_HPARAMS = "hyperparams.yaml"
 
 
 def _merge(into, update):
@@ -108,31 +111,88 @@ def load_hparams(hparams_file, overrides=""):
         return load_hyperpyyaml(f, merged)
 
 
-def save_hparams_record(output_folder, base_file, merged_overrides):
-    """Keeps what rebuilds the model of a run: a copy of the base YAML and the
-    merged overrides (experiment file + command line) as YAML. SpeechBrain's
-    resolved ``hyperparams.yaml`` cannot always be loaded again (its anchors
-    collide when hyperpyyaml re-resolves it), so :mod:`pom.transcribe` uses these.
+def save_run_hparams(output_folder, base_file, overrides):
+    """Writes ``<output_folder>/hyperparams.yaml``: ``base_file`` with
+    ``overrides`` (see :func:`resolve_hparams_file`) and every ``!ref``
+    resolved, as SpeechBrain's ``create_experiment_directory`` writes it, but
+    so that it loads again: once hyperpyyaml has loaded a file in a process,
+    ruamel reads ``(128, 32)`` as a ``!tuple`` node, and a tuple referenced
+    twice (``cnn_channels``, ``adam_betas``) would be written once with an
+    anchor and then as an alias, which hyperpyyaml cannot load (``KeyError:
+    0``). Here every occurrence of a tuple is written in full. Written
+    atomically; call it on the main process.
 
     Example
     -------
     >>> import tempfile
     >>> d = tempfile.mkdtemp()
-    >>> _ = open(os.path.join(d, "base.yaml"), "w").write("d_model: 8\\nd_ffn: !ref <d_model> * 2\\n")
-    >>> save_hparams_record(d, os.path.join(d, "base.yaml"), {"d_model": 4})
-    >>> load_hparams_record(d)["d_ffn"]
-    8
+    >>> _ = open(os.path.join(d, "base.yaml"), "w").write(
+    ...     "channels: (8, 4)\\nout: !ref <channels>\\nd_model: 8\\nd_ffn: !ref <d_model> * 2\\n")
+    >>> _ = load_hyperpyyaml("a: (1, 2)")  # as in a recipe: hyperpyyaml has loaded a file before
+    >>> save_run_hparams(d, os.path.join(d, "base.yaml"), {"d_model": 4})
+    >>> h = load_run_hparams(d)
+    >>> h["out"], h["d_ffn"]
+    ((8, 4), 8)
     """
-    copy_file(base_file, os.path.join(output_folder, RECORD_BASE))
-    with atomic_write(os.path.join(output_folder, RECORD_OVERRIDES)) as f:
-        YAML().dump(merged_overrides or {}, f)
+    with open(base_file, encoding="utf-8") as f:
+        resolved = resolve_references(f, overrides or {}).getvalue()
+    yaml = YAML()
+    tree = yaml.load(resolved)
+    tree = _unshare_tuples(tree)
+    with atomic_write(os.path.join(output_folder, RUN_HPARAMS)) as w:
+        w.write(f"# Generated {datetime.date.today()} from:\n# {os.path.abspath(base_file)}\n# yamllint disable\n")
+        yaml.dump(tree, w)
 
 
-def load_hparams_record(output_folder, overrides=None):
-    """Loads the hyperparameters of a run saved by :func:`save_hparams_record`,
-    with ``overrides`` (a dict) on top."""
-    with open(os.path.join(output_folder, RECORD_OVERRIDES), encoding="utf-8") as f:
-        merged = YAML().load(f) or {}
-    merged.update(overrides or {})
-    with open(os.path.join(output_folder, RECORD_BASE), encoding="utf-8") as f:
-        return load_hyperpyyaml(f, merged)
+def _unshare_tuples(node):
+    """A fresh copy of every ``!tuple`` scalar, so that none is written as an alias."""
+    if isinstance(node, TaggedScalar) and str(node.tag) == "!tuple":
+        return TaggedScalar(node.value, style=node.style, tag="!tuple")
+    if isinstance(node, CommentedMap):
+        for key in list(node.keys()):
+            node[key] = _unshare_tuples(node[key])
+    elif isinstance(node, CommentedSeq):
+        for i, value in enumerate(node):
+            node[i] = _unshare_tuples(value)
+    return node
+
+
+def load_run_hparams(run_folder, overrides=None):
+    """The hyperparameters of a recipe run (pre-training or fine-tuning),
+    loaded from its ``hyperparams.yaml`` (written by :func:`save_run_hparams`)
+    with ``overrides`` (a dict of keys of the file) on top.
+
+    The run's paths follow the folder: every path under the run's saved
+    ``output_folder`` (``save_folder``, the checkpointer's folder, the logs,
+    ...) is read under ``run_folder``, wherever the run was made from or moved
+    to. Loading builds the model (random weights: load a checkpoint, e.g.
+    :func:`pom.recipe.checkpoints.final_checkpoint`, for the trained ones);
+    nothing is prepared, trained or logged.
+    """
+    path = os.path.join(run_folder, RUN_HPARAMS)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} does not exist: {run_folder} is not the output folder of a recipe run")
+    yaml = YAML()
+    with open(path, encoding="utf-8") as f:
+        tree = yaml.load(f)
+    saved = str(tree.get("output_folder", "") or "")
+    if saved:
+        tree = _relocate(tree, saved.rstrip("/"), os.path.abspath(run_folder))
+    stream = io.StringIO()
+    yaml.dump(_unshare_tuples(tree), stream)
+    return load_hyperpyyaml(stream.getvalue(), dict(overrides or {}))
+
+
+def _relocate(node, old, new):
+    """Replaces the prefix ``old`` of every path string under it by ``new``."""
+    if isinstance(node, str) and not isinstance(node, TaggedScalar):
+        if node == old or node.startswith(old + "/"):
+            return type(node)(new + node[len(old) :])  # str, or ruamel's quoted str
+        return node
+    if isinstance(node, CommentedMap):
+        for key in list(node.keys()):
+            node[key] = _relocate(node[key], old, new)
+    elif isinstance(node, CommentedSeq):
+        for i, value in enumerate(node):
+            node[i] = _relocate(value, old, new)
+    return node

@@ -1,24 +1,29 @@
 """The output units of the CTC head, as text <-> label indices.
 
-:class:`CTCTokens` is SpeechBrain's ``CTCTextEncoder`` over a fixed alphabet
-(blank 0, space, apostrophe and A-Z: 29 outputs, as SpeechBrain's BEST-RQ CTC
-recipe on LibriSpeech), or a SpeechBrain ``SentencePiece`` model (BPE/unigram;
-blank shares index 0 with ``<unk>``, as in SpeechBrain's CTC recipes). Used by
-the fine-tuning recipe and :mod:`pom.transcribe`.
+:class:`CTCTokens` is SpeechBrain's ``CTCTextEncoder`` over the characters of
+the training transcripts (blank 0, then the characters in code-point order; on
+LibriSpeech: space, apostrophe and A-Z, 29 outputs, as SpeechBrain's BEST-RQ
+CTC recipe), or a SpeechBrain ``SentencePiece`` model (BPE/unigram; blank
+shares index 0 with ``<unk>``, as in SpeechBrain's CTC recipes). Used by the
+fine-tuning recipe, :mod:`pom.transcribe` and :mod:`pom.export`.
 
 Example
 -------
->>> tokens = CTCTokens.characters()
+>>> tokens = CTCTokens.characters()  # LibriSpeech's characters
 >>> len(tokens), tokens.blank_index
 (29, 0)
 >>> ids = tokens.encode("IT'S A TEST")
 >>> tokens.decode(ids)
 "IT'S A TEST"
+>>> dict(tokens.unknown_characters(["CAFÉ", "NAÏVE CAFÉ"]))
+{'É': 2, 'Ï': 1}
 
 Authors
  * pom-speech contributors 2025
 """
 
+import collections
+import csv
 import os
 
 from speechbrain.dataio.encoder import CTCTextEncoder
@@ -34,7 +39,9 @@ TOKEN_TYPES = ("char", "bpe", "unigram")
 
 
 def num_outputs(token_type, bpe_vocab_size):
-    """Size of the CTC output layer (blank included) for a token type.
+    """Size of the CTC output layer (blank included) for a token type: for
+    characters, LibriSpeech's 29 (the fine-tuning recipe replaces it by the
+    size of the vocabulary of the training transcripts when they differ).
 
     Example
     -------
@@ -46,6 +53,31 @@ def num_outputs(token_type, bpe_vocab_size):
     if token_type in TOKEN_TYPES[1:]:
         return int(bpe_vocab_size)
     raise ValueError(f"token_type must be 'char', 'bpe' or 'unigram', got {token_type!r}")
+
+
+def transcript_characters(csv_path, column="wrd"):
+    """The characters of the ``column`` transcripts of a SpeechBrain CSV, in
+    code-point order (space always included).
+
+    Example
+    -------
+    >>> import tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "train.csv")
+    >>> _ = open(path, "w", encoding="utf-8").write("ID,duration,wav,wrd\\nu1,1.0,a.wav,ÇA VA\\n")
+    >>> "".join(transcript_characters(path))
+    ' AVÇ'
+    """
+    found = {" "}
+    with open(csv_path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        if column not in (reader.fieldnames or []):
+            raise ValueError(
+                f"{csv_path} has no {column!r} column (a SpeechBrain CSV: ID,duration,wav,{column}; "
+                f"its columns: {', '.join(reader.fieldnames or []) or 'none'})"
+            )
+        for row in reader:
+            found.update(row[column] or "")
+    return tuple(sorted(found))
 
 
 class CTCTokens:
@@ -64,21 +96,24 @@ class CTCTokens:
 
     # ---------------------------------------------------------------- builders
     @classmethod
-    def characters(cls, path=None):
-        """Characters through ``CTCTextEncoder`` (blank at 0); saved to /
-        loaded from ``path`` (``label_encoder.txt``) when given."""
+    def characters(cls, path=None, train_csv=None):
+        """Characters through ``CTCTextEncoder`` (blank at 0). Loaded from
+        ``path`` (``label_encoder.txt``) when it exists; else built from the
+        transcripts of ``train_csv`` (LibriSpeech's 29 labels without it) and
+        saved to ``path`` when given."""
         encoder = CTCTextEncoder()
         if path is not None and os.path.isfile(path):
-            encoder.expect_len(len(CHARACTERS) + 1)
             encoder.load(path)
         else:
+            labels = transcript_characters(train_csv) if train_csv else CHARACTERS
             encoder.insert_blank(BLANK_LABEL, index=0)
-            encoder.update_from_iterable(CHARACTERS, sequence_input=False)
-            encoder.expect_len(len(CHARACTERS) + 1)
+            encoder.update_from_iterable(labels, sequence_input=False)
             if path is not None:
                 encoder.save(path)
-        if len(encoder) != len(CHARACTERS) + 1 or encoder.lab2ind[BLANK_LABEL] != 0:
-            raise ValueError(f"{path}: not a character label encoder of this recipe (29 labels, blank 0)")
+                logger.info(f"{len(encoder)} CTC labels (blank and {len(labels)} characters) saved to {path}")
+        if encoder.lab2ind.get(BLANK_LABEL) != 0 or len(encoder) < 2:
+            raise ValueError(f"{path}: not a character label encoder of this recipe (blank at 0, then characters)")
+        encoder.expect_len(len(encoder))  # the size is the vocabulary's, whatever it is
         return cls("char", encoder=encoder, blank_index=0)
 
     @classmethod
@@ -119,8 +154,9 @@ class CTCTokens:
         return len(self.label_encoder) if self.kind == "char" else self.sp.vocab_size()
 
     def encode(self, text):
-        """Label indices of ``text`` (characters outside the alphabet, e.g.
-        ':' in a synthetic transcript, are left out with one warning each)."""
+        """Label indices of ``text``. Characters outside the vocabulary have no
+        label: they are left out of the CTC targets (one warning each; see
+        :meth:`unknown_characters` to count them)."""
         if self.kind != "char":
             return self.sp.encode_as_ids(text)
         lab2ind = self.label_encoder.lab2ind
@@ -132,6 +168,19 @@ class CTCTokens:
                 self._skipped.add(char)
                 logger.warning(f"Character {char!r} is not among the CTC labels; left out of the targets")
         return ids
+
+    def unknown_characters(self, texts):
+        """``Counter`` of the characters of ``texts`` that no output can
+        produce (not in the character vocabulary; for SentencePiece, those
+        encoded as ``<unk>``)."""
+        counts = collections.Counter(char for text in texts for char in text)
+        if self.kind == "char":
+            known = self.label_encoder.lab2ind
+            return collections.Counter({c: n for c, n in counts.items() if c not in known})
+        unk = self.sp.unk_id()
+        return collections.Counter(
+            {c: n for c, n in counts.items() if not c.isspace() and unk in self.sp.encode_as_ids(c)}
+        )
 
     def decode(self, ids):
         """Text of a (greedy-collapsed, blank-free) label sequence."""

@@ -29,15 +29,23 @@ pre-training and kept fixed, or per utterance) -> CNN front end -> encoder
 outputs, or SentencePiece units with ``--token_type=bpe``). The encoder and
 the head have their own AdamW and NewBob schedules (5e-5 and 3e-4).
 Waveforms are augmented (speed, frequency and chunk dropping) in training.
-Validation decodes greedily; the test sets (dev-clean, dev-other,
-test-clean, test-other) with CTC beam search (optionally with a KenLM
-n-gram), writing ``wer_<split>.txt`` and ``results.json``
+Validation decodes greedily; the test sets (``test_csv``: dev-clean,
+dev-other, test-clean, test-other) with CTC beam search (optionally with a
+KenLM n-gram), from the best checkpoint or the average of several
+(``avg_checkpoints``), writing ``wer_<test set>.txt`` and ``results.json``
 (``python -m pom.results`` prints the table).
+
+Any corpus: ``--skip_prep=True --train_csv=... --valid_csv=...
+--test_csv=[...]`` (SpeechBrain CSVs with ``ID,duration,wav,wrd``); the
+character vocabulary is that of the training transcripts
+(``save/label_encoder.txt``), and characters of the validation and test
+transcripts outside it are counted and reported.
 
 Authors
  * pom-speech contributors 2025
 """
 
+import csv
 import os
 import sys
 import time
@@ -53,17 +61,28 @@ from pom.data.librispeech import prepare_librispeech
 from pom.parameters import count_parameters
 from pom.recipe import checks
 from pom.recipe.batching import TOLERANCE, describe, global_batch_plan
+from pom.recipe.checkpoints import (
+    AVERAGE_SELECTIONS,
+    final_checkpoint,
+    remove_averaged_checkpoint,
+    save_averaged_checkpoint,
+    select_checkpoints,
+)
 from pom.recipe.checks import ConfigurationError
-from pom.recipe.files import atomic_write, copy_file, write_json
-from pom.recipe.hparams import load_hparams, resolve_hparams_file, save_hparams_record
+from pom.recipe.files import atomic_write, write_json
+from pom.recipe.hparams import load_hparams, resolve_hparams_file, save_run_hparams
 from pom.recipe.pretrained import PretrainedMismatchError, check_pretrained_config, find_pretrained, load_pretrained
 from pom.recipe.tokens import TOKEN_TYPES, CTCTokens
+from pom.recipe.tracking import Trackers, missing_packages
 
 logger = get_logger(__name__)
 
 
 class ASR(sb.Brain):
     """Pre-trained encoder + CTC head."""
+
+    #: TensorBoard / W&B (pom.recipe.tracking); main() sets those switched on.
+    trackers = Trackers()
 
     def compute_forward(self, batch, stage):
         """Waveforms -> CTC log-probabilities ``[B, T, outputs]``."""
@@ -139,14 +158,20 @@ class ASR(sb.Brain):
                 meta["lr_encoder"] = old_lr_enc
             meta["minutes"] = round((time.time() - self.fit_start) / 60.0, 2)
             self.hparams.train_logger.log_stats(stats_meta=meta, train_stats=self.train_stats, valid_stats=stage_stats)
+            self.trackers.log_stats(stats_meta=meta, train_stats=self.train_stats, valid_stats=stage_stats)
+            # The best checkpoints by best_metric and the most recent ones (to resume), as many as are averaged.
             self.checkpointer.save_and_keep_only(
                 meta={"WER": stage_stats["WER"], "CER": stage_stats["CER"], "loss": stage_loss},
                 min_keys=[self.hparams.best_metric],
+                num_to_keep=max(1, self.hparams.avg_checkpoints),
             )
         elif stage == sb.Stage.TEST:
             self.hparams.train_logger.log_stats(
                 stats_meta={"split": self.test_split, "epoch loaded": self.hparams.epoch_counter.current},
                 test_stats=stage_stats,
+            )
+            self.trackers.log_stats(
+                stats_meta={}, test_stats={f"{key}_{self.test_split}": value for key, value in stage_stats.items()}
             )
             if if_main_process():
                 folder = self.hparams.output_folder
@@ -160,6 +185,7 @@ class ASR(sb.Brain):
                     "CER": round(stage_stats["CER"], 2),
                     "loss": round(float(stage_loss), 4),
                     "utterances": len(self.wer_metric.scores),
+                    "unknown_characters": dict(self.unknown_characters.get(self.test_split, {})),
                 }
                 write_json(self.hparams.results_file, self.results)
 
@@ -168,12 +194,61 @@ class ASR(sb.Brain):
         self.fit_start = time.time()
         super().on_fit_start()
 
+    def on_evaluate_start(self, max_key=None, min_key=None):
+        """Loads the checkpoint the run tests with: ``final_checkpoint``, the
+        averaged one when the run averages checkpoints, else the best by
+        ``min_key`` (SpeechBrain's choice)."""
+        del max_key
+        self.tested_checkpoint = final_checkpoint(self.hparams.save_folder, min_key)
+        if self.tested_checkpoint is not None:
+            self.checkpointer.load_checkpoint(self.tested_checkpoint)
+        else:
+            logger.warning(f"No checkpoint with a validation {min_key} in {self.hparams.save_folder}: testing as is")
+
+
+def named_test_sets(hparams):
+    """``{name: CSV path}`` of ``test_csv`` (one path or a list), each named
+    after its file (``.../test-clean.csv`` -> ``test-clean``); with
+    ``test_csv: null``, the CSVs of ``test_splits`` in ``output_folder``."""
+    paths = hparams["test_csv"]
+    if paths is None:
+        paths = [os.path.join(hparams["output_folder"], f"{split}.csv") for split in hparams["test_splits"]]
+    paths = [paths] if isinstance(paths, str) else list(paths)
+    named = {}
+    for path in paths:
+        name = os.path.splitext(os.path.basename(str(path)))[0]
+        if name in named:
+            raise ValueError(f"test_csv: {named[name]} and {path} have the same name {name!r}: rename one")
+        named[name] = str(path)
+    return named
+
+
+def read_transcripts(csv_path):
+    """The ``wrd`` column of a SpeechBrain CSV."""
+    with open(csv_path, newline="", encoding="utf-8") as f:
+        return [row.get("wrd") or "" for row in csv.DictReader(f)]
+
+
+def report_unknown_characters(name, counts):
+    """One log line for the characters of a validation or test set that no
+    output can produce (they stay in the references, so they count as errors)."""
+    if counts:
+        shown = ", ".join(f"{char!r} x{n}" for char, n in counts.most_common(10))
+        logger.warning(
+            f"{name}: {sum(counts.values())} character(s) of the transcripts are not in the vocabulary of the "
+            f"training transcripts ({shown}{', ...' if len(counts) > 10 else ''}): no output can produce them, "
+            "so they count as errors (and are left out of the CTC targets)"
+        )
+
 
 def dataio_prepare(hparams, tokens):
     """Train/valid/test datasets: audio and CTC targets; the train loader options."""
 
     def read(csv_path):
-        return sb.dataio.dataset.DynamicItemDataset.from_csv(csv_path=csv_path)
+        # Audio paths may start with $data_root (SpeechBrain's convention): the data folder.
+        return sb.dataio.dataset.DynamicItemDataset.from_csv(
+            csv_path=csv_path, replacements={"data_root": hparams["data_folder"]}
+        )
 
     train_data = read(hparams["train_csv"])
     limits = {}
@@ -195,11 +270,9 @@ def dataio_prepare(hparams, tokens):
         raise ValueError(f"no training utterance in {hparams['train_csv']}")
 
     valid_data = read(hparams["valid_csv"]).filtered_sorted(sort_key="duration")
-    test_datasets = {}
-    for split in hparams["test_splits"]:
-        test_datasets[split] = read(os.path.join(hparams["output_folder"], f"{split}.csv")).filtered_sorted(
-            sort_key="duration"
-        )
+    test_datasets = {
+        name: read(path).filtered_sorted(sort_key="duration") for name, path in named_test_sets(hparams).items()
+    }
     datasets = [train_data, valid_data, *test_datasets.values()]
 
     @sb.utils.data_pipeline.takes("wav")
@@ -234,10 +307,12 @@ def dataio_prepare(hparams, tokens):
 
 
 def build_tokens(hparams):
-    """Character label encoder, or SentencePiece trained on the train transcripts."""
+    """Character label encoder of the train transcripts (kept in
+    ``save/label_encoder.txt``: a resumed run keeps its labels), or
+    SentencePiece trained on them."""
     if hparams["token_type"] == "char":
         path = os.path.join(hparams["save_folder"], "label_encoder.txt")
-        run_on_main(CTCTokens.characters, kwargs={"path": path})
+        run_on_main(CTCTokens.characters, kwargs={"path": path, "train_csv": hparams["train_csv"]})
         return CTCTokens.characters(path)
     return CTCTokens.sentencepiece(
         model_dir=os.path.join(hparams["save_folder"], "tokenizer"),
@@ -269,12 +344,17 @@ def check_hparams(hparams, run_opts):
             "beam_size",
         ),
         *checks.integers(hparams, "num_workers", "seed", minimum=0),
+        *checks.integers(hparams, "avg_checkpoints"),
         *checks.one_of(hparams, "token_type", TOKEN_TYPES),
         *checks.one_of(hparams, "best_metric", ("WER", "CER", "loss")),
+        *checks.one_of(hparams, "avg_checkpoints_select", AVERAGE_SELECTIONS),
         *checks.one_of(hparams, "test_decoding", ("beam", "greedy")),
         *checks.one_of(hparams, "sorting", ("ascending", "descending", "random")),
-        *checks.booleans(hparams, "augment", "freeze_encoder", "skip_prep", "causal", "streaming"),
+        *checks.booleans(
+            hparams, "augment", "freeze_encoder", "skip_prep", "causal", "streaming", "use_tensorboard", "use_wandb"
+        ),
         *checks.fp16_on_cpu(hparams, run_opts),
+        *missing_packages(hparams),
     ]
     lm_problem = checks.check_lm_decoding(hparams["kenlm_model_path"], hparams["test_decoding"])
     if lm_problem:
@@ -290,6 +370,17 @@ def check_hparams(hparams, run_opts):
             f"data_folder {hparams['data_folder']!r} does not exist: pass --data_folder=/path/to/LibriSpeech "
             "(the folder holding train-clean-100, dev-clean, ...)"
         )
+    try:
+        tests = named_test_sets(hparams)
+    except ValueError as err:
+        problems.append(str(err))
+        tests = {}
+    if hparams["skip_prep"]:  # the user's own CSVs: they must be there
+        csvs = {"train_csv": hparams["train_csv"], "valid_csv": hparams["valid_csv"]}
+        csvs.update({f"test_csv ({name})": path for name, path in tests.items()})
+        for key, path in csvs.items():
+            if not os.path.isfile(str(path)):
+                problems.append(f"{key} {path} does not exist (--skip_prep=True: give your own CSV files)")
     return problems
 
 
@@ -336,16 +427,48 @@ def fix_normalizer(hparams, found):
     hparams["normalize"].update_until_epoch = 0  # epoch >= 0: never updated
 
 
+def average_for_test(hparams):
+    """With ``avg_checkpoints`` > 1, saves the average of the selected
+    validated checkpoints as ``save/averaged/`` (what :func:`final_checkpoint`
+    and so the test load); otherwise removes an earlier averaged checkpoint, so
+    that the best one is tested. Main process (``run_on_main``)."""
+    wanted, save_folder = hparams["avg_checkpoints"], hparams["save_folder"]
+    if wanted <= 1:
+        remove_averaged_checkpoint(save_folder)
+        return
+    select, metric = hparams["avg_checkpoints_select"], hparams["best_metric"]
+    chosen = select_checkpoints(hparams["checkpointer"], wanted, metric, select)
+    if not chosen:
+        logger.warning(f"avg_checkpoints: {wanted}, but {save_folder} has no validated checkpoint to average")
+        remove_averaged_checkpoint(save_folder)
+        return
+    if len(chosen) < wanted:
+        logger.warning(f"avg_checkpoints: {wanted}, but only {len(chosen)} validated checkpoint(s): averaging those")
+    names = [os.path.basename(str(c.path)) for c in chosen]
+    saved = save_averaged_checkpoint(
+        hparams["checkpointer"],
+        chosen,
+        average=("pt_model", "model"),
+        meta={"averaged": names, "select": select, "best_metric": metric, "values": [c.meta[metric] for c in chosen]},
+    )
+    logger.info(f"Averaged {len(chosen)} checkpoint(s) ({select} by {metric}: {', '.join(names)}) into {saved.path}")
+
+
+def load_configuration(hparams_file, overrides):
+    """``load_hparams`` with its errors as one :class:`ConfigurationError` line."""
+    try:
+        return load_hparams(hparams_file, overrides)
+    except (ValueError, KeyError, FileNotFoundError) as err:
+        raise ConfigurationError(f"in the configuration ({hparams_file} and command line): {err}") from None
+
+
 def main(argv):
     """Fine-tunes (or, after training, only tests) as the command line says. A
     run that cannot go on raises :class:`ConfigurationError` (one line: see the
     end of this file)."""
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
     sb.utils.distributed.ddp_init_group(run_opts)
-    try:
-        hparams = load_hparams(hparams_file, overrides)
-    except (ValueError, KeyError, FileNotFoundError) as err:
-        raise ConfigurationError(f"in the configuration ({hparams_file} and command line): {err}") from None
+    hparams = load_configuration(hparams_file, overrides)
     problems = check_hparams(hparams, run_opts)
     if problems:
         raise ConfigurationError("; ".join(problems))
@@ -363,19 +486,10 @@ def main(argv):
         raise ConfigurationError(f"{err}. Fine-tune with the pre-training's mixer and sizes.") from None
     except (FileNotFoundError, ValueError) as err:
         raise ConfigurationError(str(err)) from None
-    batch_plan = plan_global_batch(hparams)
 
-    base_file, merged_overrides = resolve_hparams_file(hparams_file, overrides)
-    sb.create_experiment_directory(
-        experiment_directory=hparams["output_folder"],
-        hyperparams_to_save=base_file,
-        overrides=merged_overrides,
-    )
-    if if_main_process() and os.path.abspath(base_file) != os.path.abspath(hparams_file):
-        copy_file(hparams_file, os.path.join(hparams["output_folder"], "hparams_" + os.path.basename(hparams_file)))
-    if if_main_process():
-        save_hparams_record(hparams["output_folder"], base_file, merged_overrides)
-
+    # SpeechBrain's experiment folder (log, environment, this script); hyperparams.yaml is written
+    # below by save_run_hparams, once the size of the CTC output layer is known.
+    sb.create_experiment_directory(experiment_directory=hparams["output_folder"])
     splits = list(dict.fromkeys(list(hparams["dev_splits"]) + list(hparams["test_splits"])))
     try:
         run_on_main(
@@ -391,9 +505,35 @@ def main(argv):
             },
         )
         tokens = build_tokens(hparams)
-        train_data, valid_data, test_datasets, train_loader_kwargs = dataio_prepare(hparams, tokens)
     except (ValueError, FileNotFoundError) as err:
         raise ConfigurationError(f"data preparation failed: {err}") from None
+
+    # The CTC layer has one output per label of the vocabulary of the training transcripts (29 on
+    # LibriSpeech, the YAML's default): another corpus builds the model again with its size.
+    base_file, merged_overrides = resolve_hparams_file(hparams_file, overrides)
+    if len(tokens) != hparams["output_neurons"]:
+        logger.info(
+            f"{len(tokens)} CTC outputs, one per label of the training transcripts "
+            f"(output_neurons was {hparams['output_neurons']})"
+        )
+        merged_overrides["output_neurons"] = len(tokens)
+        precision = hparams["precision"]  # as check_hparams left it (fp32 for fp16 on a CPU)
+        hparams = load_configuration(base_file, merged_overrides)
+        hparams["precision"] = precision
+        fix_normalizer(hparams, found)
+    if if_main_process():
+        save_run_hparams(hparams["output_folder"], base_file, merged_overrides)
+    batch_plan = plan_global_batch(hparams)
+
+    try:
+        train_data, valid_data, test_datasets, train_loader_kwargs = dataio_prepare(hparams, tokens)
+        unknown = {
+            name: tokens.unknown_characters(read_transcripts(path)) for name, path in named_test_sets(hparams).items()
+        }
+        valid_unknown = tokens.unknown_characters(read_transcripts(hparams["valid_csv"]))
+    except (ValueError, FileNotFoundError, KeyError) as err:
+        raise ConfigurationError(f"data preparation failed: {err}") from None
+    report_unknown_characters(f"valid_csv {hparams['valid_csv']}", valid_unknown)
 
     resuming = hparams["checkpointer"].find_checkpoint() is not None
     if found is not None and not resuming:
@@ -420,23 +560,38 @@ def main(argv):
     )
     asr_brain.tokens = tokens
     asr_brain.test_searcher = None
+    asr_brain.unknown_characters = unknown
+    asr_brain.trackers = Trackers.from_hparams(hparams)
     n_encoder = count_parameters(hparams["pt_model"])
     n_head = count_parameters(hparams["model"])
     logger.info(f"Parameters: CNN + encoder {n_encoder / 1e6:.2f} M, CTC head {n_head / 1e6:.2f} M")
 
-    asr_brain.fit(
-        asr_brain.hparams.epoch_counter,
-        train_data,
-        valid_data,
-        train_loader_kwargs=train_loader_kwargs,
-        valid_loader_kwargs=hparams["valid_dataloader_opts"],
-    )
+    try:
+        asr_brain.fit(
+            asr_brain.hparams.epoch_counter,
+            train_data,
+            valid_data,
+            train_loader_kwargs=train_loader_kwargs,
+            valid_loader_kwargs=hparams["valid_dataloader_opts"],
+        )
+        epochs = hparams["epoch_counter"].current  # before a checkpoint is loaded for the test
+        run_on_main(average_for_test, kwargs={"hparams": hparams})
+        run_tests(asr_brain, hparams, tokens, test_datasets, found, batch_plan, n_encoder, n_head, epochs)
+    finally:
+        asr_brain.trackers.close()
+    if if_main_process():
+        logger.info(f"Results: {hparams['results_file']}")
 
+
+def run_tests(asr_brain, hparams, tokens, test_datasets, found, batch_plan, n_encoder, n_head, epochs):
+    """Decodes every test set with the checkpoint the run tests with, writing
+    ``wer_<test set>.txt`` and ``results.json``."""
     if hparams["test_decoding"] == "beam":
         asr_brain.test_searcher = CTCBeamSearcher(
             **hparams["test_beam_search"],
             vocab_list=tokens.vocab_list(),
         )
+    tested = final_checkpoint(hparams["save_folder"], hparams["best_metric"])
     asr_brain.results = {
         "experiment": hparams["experiment_name"],
         "mixer": hparams["mixer"],
@@ -447,20 +602,25 @@ def main(argv):
         "params_total": n_encoder + n_head,
         "pretrained": found["dir"] if found else None,
         "token_type": hparams["token_type"],
+        "vocabulary_size": len(tokens),
         "decoding": hparams["test_decoding"],
         "beam_size": hparams["beam_size"] if hparams["test_decoding"] == "beam" else None,
         "lm": hparams["kenlm_model_path"],
-        "train_splits": list(hparams["train_splits"]),
-        "epochs": hparams["epoch_counter"].current,
+        "train_splits": list(hparams["train_splits"]) if not hparams["skip_prep"] else None,
+        "train_csv": str(hparams["train_csv"]),
+        "epochs": epochs,
         "best_metric": hparams["best_metric"],
+        # The checkpoint tested (relative to save_folder) and, when averaged, the checkpoints averaged.
+        "checkpoint": os.path.relpath(str(tested.path), hparams["save_folder"]) if tested else None,
+        "averaged_checkpoints": tested.meta.get("averaged") if tested else None,
+        "avg_checkpoints_select": tested.meta.get("select") if tested else None,
         "global_batch": batch_plan.as_dict() if batch_plan else None,
         "splits": {},
     }
-    for split, dataset in test_datasets.items():
-        asr_brain.test_split = split
+    for name, dataset in test_datasets.items():
+        report_unknown_characters(f"test set {name}", asr_brain.unknown_characters[name])
+        asr_brain.test_split = name
         asr_brain.evaluate(dataset, min_key=hparams["best_metric"], test_loader_kwargs=hparams["test_dataloader_opts"])
-    if if_main_process():
-        logger.info(f"Results: {hparams['results_file']}")
 
 
 if __name__ == "__main__":

@@ -49,13 +49,17 @@ from pom.recipe.batching import TOLERANCE, describe, global_batch_plan
 from pom.recipe.checkpoints import EncoderConfigMismatch, module_fingerprint, statistics_fingerprint
 from pom.recipe.checks import ConfigurationError
 from pom.recipe.files import copy_file, write_json
-from pom.recipe.hparams import load_hparams, resolve_hparams_file
+from pom.recipe.hparams import load_hparams, resolve_hparams_file, save_run_hparams
+from pom.recipe.tracking import Trackers, missing_packages
 
 logger = get_logger(__name__)
 
 
 class BestRQBrain(sb.Brain):
     """Masked prediction of random-projection codes (BEST-RQ)."""
+
+    #: TensorBoard / W&B (pom.recipe.tracking); main() sets those switched on.
+    trackers = Trackers()
 
     def compute_forward(self, batch, stage):
         """Returns the head's logits on the masked frames ``[N, cb_vocab]``
@@ -108,15 +112,17 @@ class BestRQBrain(sb.Brain):
             self.hparams.encoder_config.save(os.path.join(self.hparams.save_folder, "encoder_config.json"))
         epoch = self.hparams.epoch_counter.current + 1  # the epoch training goes on with
         if self.optimizer_step > 0:
-            msg = (
+            logger.info(
                 f"resumed from checkpoint: optimizer step {self.optimizer_step}, "
                 f"epoch {epoch} after {self.step} batches"
             )
         else:
-            msg = "started from scratch"
-        logger.info(msg)
-        # SpeechBrain's loggers write on the main process only but must be called on every rank.
-        self.hparams.train_steps_logger.log_stats(stats_meta={"event": msg.replace(",", ";")})
+            logger.info("started from scratch")
+        # Where training (re)starts, as numbers (start_step 0: from scratch). SpeechBrain's loggers
+        # write on the main process only but must be called on every rank.
+        self.hparams.train_steps_logger.log_stats(
+            stats_meta={"start_step": self.optimizer_step, "start_epoch": epoch, "start_batch": self.step}
+        )
         self._interval_start = time.time()
 
     def on_stage_start(self, stage, epoch=None):
@@ -149,7 +155,7 @@ class BestRQBrain(sb.Brain):
         now = time.time()
         stats = {
             "steps": self.optimizer_step,
-            "lr": f"{self.optimizer.param_groups[0]['lr']:.3e}",
+            "lr": self.optimizer.param_groups[0]["lr"],
             "loss": round(loss_sum / max(frames, 1.0), 4),
             "masked_acc": round(correct / max(frames, 1.0), 4),
             "skipped_steps": self.skipped_steps,
@@ -157,6 +163,7 @@ class BestRQBrain(sb.Brain):
         }
         self._interval_start = now
         self.hparams.train_steps_logger.log_stats(stats_meta=stats)
+        self.trackers.log_stats(stats_meta=stats)
 
     def check_loss_isfinite(self, loss):
         """SpeechBrain's check (counts and, past ``nonfinite_patience``, stops);
@@ -198,6 +205,13 @@ class BestRQBrain(sb.Brain):
         self.hparams.train_stage_logger.log_stats(
             stats_meta=meta, train_stats=self.train_stats, valid_stats=valid_stats
         )
+        # "epochs", not "epoch": SpeechBrain's WandBLogger would take an "epoch" as W&B's step,
+        # which must keep growing with the step log's.
+        self.trackers.log_stats(
+            stats_meta={"epochs": epoch, "steps": self.optimizer_step},
+            train_stats=self.train_stats,
+            valid_stats=valid_stats,
+        )
         self._check_ranks_identical(f"epoch {epoch}")
         if valid_stats:
             meta.update({f"valid_{k}": v for k, v in valid_stats.items()})
@@ -233,7 +247,9 @@ class BestRQBrain(sb.Brain):
 
 def dataio_prepare(hparams):
     """Train dataset, train/valid loader options (dynamic batches, BEST-RQ masks)."""
-    train_data = sb.dataio.dataset.DynamicItemDataset.from_csv(csv_path=hparams["train_csv"])
+    # Audio paths of the CSVs may start with $data_root (SpeechBrain's convention): the data folder.
+    replacements = {"data_root": hparams["data_folder"]}
+    train_data = sb.dataio.dataset.DynamicItemDataset.from_csv(csv_path=hparams["train_csv"], replacements=replacements)
     train_data = train_data.filtered_sorted(
         sort_key="duration",
         key_max_value={"duration": hparams["avoid_if_longer_than"]},
@@ -242,7 +258,9 @@ def dataio_prepare(hparams):
     datasets = [train_data]
     valid_data = None
     if hparams["valid_csv"]:
-        valid_data = sb.dataio.dataset.DynamicItemDataset.from_csv(csv_path=hparams["valid_csv"])
+        valid_data = sb.dataio.dataset.DynamicItemDataset.from_csv(
+            csv_path=hparams["valid_csv"], replacements=replacements
+        )
         valid_data = valid_data.filtered_sorted(sort_key="duration")
         datasets.append(valid_data)
     if len(train_data) == 0:
@@ -319,8 +337,9 @@ def check_hparams(hparams, run_opts):
             "num_end_of_epoch_ckpts",
         ),
         *checks.integers(hparams, "num_workers", "seed", minimum=0),
-        *checks.booleans(hparams, "skip_prep", "causal", "streaming"),
+        *checks.booleans(hparams, "skip_prep", "causal", "streaming", "use_tensorboard", "use_wandb"),
         *checks.fp16_on_cpu(hparams, run_opts),
+        *missing_packages(hparams),
     ]
     mask_length, stack_frames = hparams["mask_length"], hparams["stack_frames"]
     if (
@@ -432,14 +451,12 @@ def main(argv):
     if "ckpt_interval_steps" in run_opts.overridden_args and "ckpt_interval_minutes" not in run_opts.overridden_args:
         hparams["ckpt_interval_minutes"] = 0
 
-    base_file, merged_overrides = resolve_hparams_file(hparams_file, overrides)
-    sb.create_experiment_directory(
-        experiment_directory=hparams["output_folder"],
-        hyperparams_to_save=base_file,
-        overrides=merged_overrides,
-    )
-    if if_main_process() and os.path.abspath(base_file) != os.path.abspath(hparams_file):
-        copy_file(hparams_file, os.path.join(hparams["output_folder"], "hparams_" + os.path.basename(hparams_file)))
+    # SpeechBrain's experiment folder (log, environment, this script); hyperparams.yaml is written by
+    # save_run_hparams: the base file with the experiment file and command line merged, references
+    # resolved, loadable again (load_run_hparams).
+    sb.create_experiment_directory(experiment_directory=hparams["output_folder"])
+    if if_main_process():
+        save_run_hparams(hparams["output_folder"], *resolve_hparams_file(hparams_file, overrides))
 
     try:
         run_on_main(
@@ -468,6 +485,7 @@ def main(argv):
         checkpointer=hparams["checkpointer"],
     )
     brain.has_valid = valid_data is not None
+    brain.trackers = Trackers.from_hparams(hparams)
     brain.train_sampler = train_sampler  # so that fit() calls set_epoch (DDP replaces it by its wrapper)
     try:
         brain.fit(
@@ -479,6 +497,8 @@ def main(argv):
         )
     except EncoderConfigMismatch as err:  # resuming into another architecture
         raise ConfigurationError(f"cannot resume from {hparams['save_folder']}: {err}") from None
+    finally:
+        brain.trackers.close()
     if if_main_process():
         export_pretrained(hparams, brain.checkpointer)
 
