@@ -24,6 +24,18 @@ model loading excluded, over the audio's duration). Runs on CPU by default;
 ``--device cuda`` uses a GPU. ``--chunk_size`` (and ``--left_context_chunks``)
 run the encoder chunk by chunk (streaming; see :func:`encode_chunks`).
 
+Long recordings (:mod:`pom.longform`): a file longer than ``--long_seconds``
+(default 30) is decoded alone, never padded into a batch, in bounded memory.
+``--long_form auto`` (default) cuts it into windows of ``--segment_seconds``
+(20) overlapping by at least ``--overlap_seconds`` (4), decoded as utterances of
+their own and stitched at the middle of each overlap: a whole-file PoM averages
+its state over the whole recording, and a model trained on short utterances
+loses accuracy on long inputs (see :mod:`pom.longform` for the measurements);
+``segments`` does so for any file longer than one window; ``whole`` decodes it
+in one pass computed in bounded pieces (the plain pass's log-probabilities).
+The exported model does the same (``LongFormSequential``). Not with
+``--chunk_size``.
+
 A file that cannot be read is reported on stderr and skipped (exit status
 1); a missing or unfinished model folder stops with a one-line error.
 
@@ -50,6 +62,7 @@ from speechbrain.inference.ASR import EncoderASR
 from speechbrain.utils.data_utils import batch_pad_right
 from tqdm import tqdm
 
+from pom import longform
 from pom.encoder import MixerEncoder
 from pom.export import ExportError, FinetunedRun, write_asr_folder
 
@@ -137,6 +150,9 @@ class Transcriber:
         An ARPA or KenLM binary word n-gram (``python -m pom.lm``) for ``beam``.
     lm_alpha, lm_beta : float, optional
         LM weight and word bonus (default: the run's ``lm_alpha`` / ``lm_beta``).
+    long_form, long_seconds, segment_seconds, overlap_seconds : optional
+        Long recordings (:class:`pom.export.modules.LongFormSequential`; None: the defaults of
+        :mod:`pom.longform`: auto above 30 s, 20 s windows, 4 s overlap).
     """
 
     def __init__(
@@ -150,6 +166,10 @@ class Transcriber:
         lm_path=None,
         lm_alpha=None,
         lm_beta=None,
+        long_form=None,
+        long_seconds=None,
+        segment_seconds=None,
+        overlap_seconds=None,
     ):
         if chunk_size is not None and chunk_size < 1:
             raise ModelError(f"--chunk_size must be a positive number of encoder frames, got {chunk_size}")
@@ -167,10 +187,24 @@ class Transcriber:
         except ExportError as err:
             raise ModelError(str(err)) from None
         self.asr.chunk_size, self.asr.left_context_chunks = chunk_size, left_context_chunks
+        try:
+            self.asr.mods.encoder.configure(
+                long_form=long_form, long_seconds=long_seconds, segment_seconds=segment_seconds,
+                overlap_seconds=overlap_seconds,
+            )  # fmt: skip
+        except ValueError as err:
+            raise ModelError(str(err)) from None
         self.tokens = run.tokens  # the run's modules (run.hparams) are not kept: the model is self.asr
         self.checkpoint = str(run.checkpoint.path)
         self.sample_rate = int(run.config["sample_rate"])
         self.stats = {}
+
+    def long_path(self, num_samples):
+        """How an input of ``num_samples`` samples is decoded: ``"segments"``, ``"whole"``
+        (:mod:`pom.longform`; the file decoded alone) or None (in batches, the plain pass)."""
+        if self.asr.chunk_size is not None:
+            return None
+        return self.asr.mods.encoder.long_path(num_samples)
 
     def load_audio(self, path):
         """Mono float32 waveform ``[samples]`` at the model's sample rate (SpeechBrain's ``load_audio``)."""
@@ -204,9 +238,10 @@ class Transcriber:
 
     def transcribe_files(self, paths, batch_size=DEFAULT_BATCH_SIZE, progress=None):
         """Yields ``(path, transcript, None)`` or ``(path, None, error)`` for each of ``paths``, in
-        their order. Files are decoded in batches of ``batch_size``, longest first, with a tqdm
-        progress bar on stderr (``progress``: None shows it when stderr is a terminal); ``self.stats``
-        then holds the files decoded, their duration and the time spent (``audio_s``, ``compute_s``)."""
+        their order. Files are decoded in batches of ``batch_size``, longest first (a long file,
+        :meth:`long_path`, alone), with a tqdm progress bar on stderr (``progress``: None shows it
+        when stderr is a terminal); ``self.stats`` then holds the files decoded, their duration
+        and the time spent (``audio_s``, ``compute_s``)."""
         if batch_size < 1:
             raise ValueError(f"--batch_size must be at least 1, got {batch_size}")
         results, durations = {}, {}
@@ -221,14 +256,17 @@ class Transcriber:
                 reason = str(err.__cause__ or err).strip().splitlines()
                 results[i] = (path, None, f"{path}: cannot read audio ({reason[0] if reason else 'unknown format'})")
         order = sorted(durations, key=lambda i: -durations[i])
+        alone = [i for i in order if self.long_path(int(durations[i] * self.sample_rate)) is not None]
+        rest = order[len(alone) :]  # the long files are the first ones
+        batches = [[i] for i in alone] + [rest[k : k + batch_size] for k in range(0, len(rest), batch_size)]
         audio_s, compute_s, decoded, following = 0.0, 0.0, 0, 0
         disable = None if progress is None else not progress  # None: shown when stderr is a terminal
         with tqdm(total=len(paths), unit="file", file=sys.stderr, disable=disable, leave=False) as bar:
             bar.update(len(results))
-            for start in range(0, len(order), batch_size):
+            for indices in batches:
                 begin = time.perf_counter()
                 batch = []
-                for i in order[start : start + batch_size]:
+                for i in indices:
                     try:
                         batch.append((i, self.load_audio(paths[i])))
                     except AudioError as err:
@@ -240,7 +278,7 @@ class Transcriber:
                         audio_s += wav.numel() / self.sample_rate
                         decoded += 1
                 compute_s += time.perf_counter() - begin
-                bar.update(len(order[start : start + batch_size]))
+                bar.update(len(indices))
                 while following in results:
                     yield results.pop(following)
                     following += 1
@@ -315,6 +353,26 @@ def main(argv=None):
     )
     parser.add_argument("--lm_alpha", type=float, default=None, help="LM weight (default: the run's lm_alpha)")
     parser.add_argument("--lm_beta", type=float, default=None, help="word insertion bonus (default: the run's lm_beta)")
+    parser.add_argument(
+        "--long_form",
+        choices=longform.LONG_FORMS,
+        default=None,
+        help="files longer than --long_seconds, decoded alone in bounded memory: auto (default) = segments; "
+        "segments = overlapping windows stitched at the middle of the overlaps (any file longer than one window); "
+        "whole = one pass over the whole file",
+    )
+    parser.add_argument(
+        "--long_seconds", type=float, default=None, help=f"long-file threshold (default {longform.LONG_SECONDS:g} s)"
+    )
+    parser.add_argument(
+        "--segment_seconds", type=float, default=None, help=f"window length (default {longform.SEGMENT_SECONDS:g} s)"
+    )
+    parser.add_argument(
+        "--overlap_seconds",
+        type=float,
+        default=None,
+        help=f"least overlap of two windows (default {longform.OVERLAP_SECONDS:g} s)",
+    )
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error(f"--batch_size must be at least 1, got {args.batch_size}")
@@ -330,6 +388,10 @@ def main(argv=None):
             lm_path=args.lm,
             lm_alpha=args.lm_alpha,
             lm_beta=args.lm_beta,
+            long_form=args.long_form,
+            long_seconds=args.long_seconds,
+            segment_seconds=args.segment_seconds,
+            overlap_seconds=args.overlap_seconds,
         )
     except ModelError as err:
         sys.exit(f"Error: {err}")

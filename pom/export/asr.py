@@ -1,5 +1,9 @@
 """A fine-tuning run as a SpeechBrain ``EncoderASR`` folder.
 
+(About 550 lines, one job: everything ``EncoderASR`` reads of a run -- its
+YAML, weights, tokenizer and decoding function -- with the check that the
+folder loads back with the run's log-probabilities, and its model card.)
+
 :class:`FinetunedRun` reads a finished run of
 ``recipes/LibriSpeech/finetune/train.py``: its hyperparameters
 (:func:`pom.recipe.hparams.load_run_hparams`), the checkpoint it tested with
@@ -12,8 +16,11 @@ and gives the run's log-probabilities, and puts it in place as a whole.
 The folder:
 
 * ``hyperparams.yaml`` -- features, normaliser, CNN, encoder, CTC head and
-  log-softmax in one ``LengthsCapableSequential`` (the ``encoder`` module of
-  ``EncoderASR``), the tokenizer, the decoding function (greedy, or
+  log-softmax in one :class:`pom.export.modules.LongFormSequential` (the
+  ``encoder`` module of ``EncoderASR``: SpeechBrain's
+  ``LengthsCapableSequential`` that decodes a long recording alone, in bounded
+  memory, see :mod:`pom.longform`; ``long_form`` and its other options are
+  YAML keys that ``from_hparams(overrides=...)`` changes), the tokenizer, the decoding function (greedy, or
   SpeechBrain's ``CTCBeamSearcher`` with ``test_beam_search``, optionally with
   a KenLM n-gram) and a ``pretrainer`` that loads the files below;
 * ``encoder.ckpt`` (CNN + encoder), ``head.ckpt`` (CTC head),
@@ -221,6 +228,28 @@ def decoding_yaml(run, decoding="greedy", beam_size=None, lm_path=None, lm_alpha
     return "\n".join(lines) + "\n"
 
 
+#: The long-form options written in ``hyperparams.yaml`` (overridable when loading).
+LONG_FORM_KEYS = ("long_form", "long_seconds", "segment_seconds", "overlap_seconds")
+
+
+def long_form_yaml():
+    """The long-form options of :class:`pom.export.modules.LongFormSequential` (defaults of
+    :mod:`pom.longform`), as YAML keys that ``from_hparams(overrides=...)`` can change."""
+    from pom import longform
+
+    return (
+        "# Long recordings (pom.longform): an input longer than long_seconds is decoded alone, in bounded\n"
+        "# memory. long_form auto (or segments: any input longer than one window) = windows of\n"
+        "# segment_seconds overlapping by >= overlap_seconds, their log-probabilities stitched at the middle\n"
+        "# of each overlap (a model trained on short utterances keeps its accuracy); whole = the whole input\n"
+        "# in one pass computed in bounded pieces (the plain pass's numbers).\n"
+        f"long_form: {longform.LONG_FORMS[0]}\n"
+        f"long_seconds: {longform.LONG_SECONDS!r}\n"
+        f"segment_seconds: {longform.SEGMENT_SECONDS!r}\n"
+        f"overlap_seconds: {longform.OVERLAP_SECONDS!r}\n"
+    )
+
+
 def write_asr_folder(
     run, folder, decoding="greedy", beam_size=None, lm_path=None, lm_alpha=None, lm_beta=None, link=False, lm_ref=None
 ):
@@ -273,10 +302,13 @@ def write_asr_folder(
         "",
         encoder_yaml(run.config),
         head_yaml(h),
+        long_form_yaml(),
         "# Waveforms [B, samples] + relative lengths -> CTC log-probabilities [B, frames, outputs]",
-        "encoder: !new:speechbrain.nnet.containers.LengthsCapableSequential",
+        "# (SpeechBrain's LengthsCapableSequential, with the long-form path above)",
+        "encoder: !new:pom.export.modules.LongFormSequential",
         *(f"    {k}: !ref <{k}>" for k in ("compute_features", "normalize", "CNN", "enc")),
         *(f"    {k}: !ref <{k}>" for k in ("back_end_ffn", "ctc_lin", "log_softmax")),
+        *(f"    {k}: !ref <{k}>" for k in LONG_FORM_KEYS),
         "",
         "# " + ("Characters: SpeechBrain's CTCTextEncoder (blank 0)" if char else "SentencePiece (blank 0 = <unk>)"),
         "tokenizer: !new:" + ("speechbrain.dataio.encoder.CTCTextEncoder" if char
