@@ -9,7 +9,11 @@
 4. builds a word 4-gram LM from the training transcripts (:mod:`pom.lm`) and
    decodes dev/test again with it (when ``kenlm`` is installed; ``--no-lm``
    skips it);
-5. prints the WER/CER tables (``python -m pom.results``) and where the outputs are.
+5. prints the WER/CER tables (``python -m pom.results``);
+6. measures time and memory of the demo's PoM encoder against a parameter-matched
+   MHA encoder (RelPosMHAXL) from 10 s to 3 minutes of input and plots them
+   (``benchmarks/long_recordings.py``; ``--no-efficiency`` skips it), then exports
+   the model for SpeechBrain's ``EncoderASR`` and prints where the outputs are.
 
 The small sizes are command-line overrides of the real YAML files
 (:data:`MODEL`, :data:`PRETRAIN`, :data:`FINETUNE`), not separate code::
@@ -112,6 +116,14 @@ LM = {
 }
 LM_ORDER = 4
 DEFAULT_HOURS = 7.0
+#: The efficiency plot at the end: encoders alone at the demo's sizes (parameter-matched),
+#: one forward of random features per length, each in its own process
+#: (benchmarks/long_recordings.py; time and peak memory do not depend on the weights).
+#: MHA is the paper's MHA baseline, SpeechBrain's Conformer attention (RelPosMHAXL), whose
+#: attention scores grow with the square of the length (at 5 min: 58 s and 9 GB against PoM's
+#: 0.7 s and 0.7 GB on 2 cores, hence 3 min here).
+EFFICIENCY_ENCODERS = ["pom", "relposmhaxl"]
+EFFICIENCY_SECONDS = [10, 30, 60, 120, 180]
 
 
 def default_threads(limit=4):
@@ -202,13 +214,26 @@ def matched_model(mixer, model, reference=MIXER):
     return dict(model, d_model=best), options, counts[best]
 
 
+def model_overrides(sizes, options=None):
+    """Command-line overrides of an encoder: its ``sizes`` and, if any, its mixer ``options``
+    written as one YAML mapping.
+
+    Example
+    -------
+    >>> model_overrides({"d_model": 176}, {"hypernet_size": 448})
+    {'d_model': 176, 'mixer_options': '{hypernet_size: 448}'}
+    """
+    model = dict(sizes)
+    if options:
+        model["mixer_options"] = "{" + ", ".join(f"{k}: {v}" for k, v in options.items()) + "}"
+    return model
+
+
 def run_mixer(mixer, args, data, out, sizes, options, lm_path, parse):
     """Pre-trains, fine-tunes (and LM-decodes) one mixer; returns its record."""
     python = sys.executable
     seed = {"seed": 1000 + args.seed}
-    model = dict(sizes)
-    if options:
-        model["mixer_options"] = "{" + ", ".join(f"{k}: {v}" for k, v in options.items()) + "}"
+    model = model_overrides(sizes, options)
     record = {"times_s": {}, "peak_MiB": {}, "runs": []}
     pretrain_dir = os.path.join(out, "pretrain")
     record["times_s"]["pretrain"], record["peak_MiB"]["pretrain"] = run_stage(
@@ -286,6 +311,13 @@ def main(argv=None):
     )  # fmt: skip
     parser.add_argument("--compare-random", action="store_true", help="also fine-tune from a random encoder")
     parser.add_argument("--no-lm", action="store_true", help="skip the n-gram LM and the decoding with it")
+    parser.add_argument(
+        "--no-efficiency", action="store_true", help="skip the PoM vs MHA time and memory plot at the end"
+    )
+    parser.add_argument(
+        "--efficiency_seconds", nargs="+", type=float, default=EFFICIENCY_SECONDS, metavar="S",
+        help=f"input lengths of the efficiency plot (default {' '.join(map(str, EFFICIENCY_SECONDS))})",
+    )  # fmt: skip
     parser.add_argument("--pretrain", nargs="*", default=[], metavar="KEY=VALUE", help="extra pre-training overrides")
     parser.add_argument("--finetune", nargs="*", default=[], metavar="KEY=VALUE", help="extra fine-tuning overrides")
     parser.add_argument(
@@ -308,7 +340,7 @@ def main(argv=None):
     times = {}
     start = time.time()
 
-    print(f"=== 1/5 synthetic corpus ({args.hours} h, espeak-ng) in {out}/corpus", flush=True)
+    print(f"=== 1/6 synthetic corpus ({args.hours} h, espeak-ng) in {out}/corpus", flush=True)
     from pom.data.synthetic import make_synthetic_librispeech
 
     t0 = time.time()
@@ -321,19 +353,19 @@ def main(argv=None):
 
         lm_path = os.path.join(out, "lm", f"{LM_ORDER}-gram.arpa")
         train_splits = ["train-clean-100", "train-clean-360", "train-other-500"]
-        print(f"\n=== 2/5 word {LM_ORDER}-gram LM from the training transcripts ({', '.join(train_splits)})")
+        print(f"\n=== 2/6 word {LM_ORDER}-gram LM from the training transcripts ({', '.join(train_splits)})")
         t0 = time.time()
         counts = build_lm(data, train_splits, lm_path, order=LM_ORDER)
         print(f"{lm_path}: " + ", ".join(f"{n}-grams {c}" for n, c in counts.items()))
         times["lm"] = time.time() - t0
     elif not args.no_lm:
-        print("\n=== 2/5 no n-gram LM decoding (pip install kenlm pygtrie to enable it)")
+        print("\n=== 2/6 no n-gram LM decoding (pip install kenlm pygtrie to enable it)")
 
     records = {}
     for mixer in args.mixers:
         sizes, options, params = matched_model(mixer, model)
         print(
-            f"\n=== 3-4/5 {mixer}: d_model {sizes['d_model']}, CNN + encoder {params / 1e6:.2f} M parameters"
+            f"\n=== 3-4/6 {mixer}: d_model {sizes['d_model']}, CNN + encoder {params / 1e6:.2f} M parameters"
             + (f", mixer options {options}" if options else ""),
             flush=True,
         )
@@ -346,7 +378,7 @@ def main(argv=None):
     from pom.results import find_runs, table_rows, to_csv, to_markdown
 
     found = find_runs([run for record in records.values() for run in record["runs"]])
-    print("\n=== 5/5 results on the synthetic corpus (unseen speakers and sentences)\n")
+    print("\n=== 5/6 results on the synthetic corpus (unseen speakers and sentences)\n")
     for metric in ("WER", "CER"):
         rows = table_rows(found, metric)
         print(f"{metric} (%)\n\n{to_markdown(rows)}\n")
@@ -354,6 +386,11 @@ def main(argv=None):
     if len(records) > 1:
         print("The paper's comparison in miniature (parameter-matched encoders, one shared corpus and LM):\n")
         print(comparison_table(records) + "\n")
+    efficiency = None
+    if not args.no_efficiency:
+        t0 = time.time()
+        efficiency = run_efficiency(os.path.join(out, "efficiency"), args.efficiency_seconds, args.threads)
+        times["efficiency"] = time.time() - t0
     times["total"] = time.time() - start
     summary = {
         "times_s": {k: round(v, 1) for k, v in times.items()}, "hours": args.hours,
@@ -373,6 +410,8 @@ def main(argv=None):
             )
     if lm_path:
         print(f"  LM           {lm_path}")
+    if efficiency:
+        print(f"  efficiency   {efficiency}  (PoM vs MHA: time and memory against length)")
     print(f"  summary      {os.path.join(out, 'demo_summary.json')}")
     some_file = next(
         (
@@ -396,6 +435,33 @@ def main(argv=None):
         print(f"\nExported in SpeechBrain's format ({mixer}, python -m pom.export): {target}\n")
         print("\n".join(lines))
     return 0
+
+
+def run_efficiency(folder, lengths, threads):
+    """Step 6: time and memory of the demo's PoM encoder and a parameter-matched MHA
+    (RelPosMHAXL) encoder (:data:`MODEL`'s sizes) against input length (``lengths``, seconds);
+    returns the plot's path, or None (with a warning: the trained model is already there) if the benchmark failed."""
+    script = os.path.join(ROOT, "benchmarks", "long_recordings.py")
+    lengths = [int(s) if float(s).is_integer() else s for s in lengths]
+    seconds = ", ".join(f"{s / 60:g} min" if s >= 60 else f"{s} s" for s in lengths)
+    print(
+        f"\n=== 6/6 efficiency: {' vs '.join(EFFICIENCY_ENCODERS)} at the demo's sizes, {seconds} of input", flush=True
+    )
+    if not os.path.isfile(script):
+        print(f"warning: {script} not found: no efficiency plot")
+        return None
+    command = [
+        sys.executable, script, "--encoders", *EFFICIENCY_ENCODERS, "--encoder_size", "demo",
+        "--encoder_seconds", *map(str, lengths), "--threads", str(threads), "--timeout", "300",
+        "--out", folder,
+    ]  # fmt: skip
+    print("$ " + " ".join(command), flush=True)
+    proc = subprocess.run(command, cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS=str(threads)))
+    plot = os.path.join(folder, "long_recordings.png")
+    if proc.returncode != 0 or not os.path.isfile(plot):
+        print(f"warning: the efficiency benchmark failed (exit status {proc.returncode}); the trained model is kept")
+        return None
+    return plot
 
 
 def export_model(run, target, decoding="greedy", beam_size=None):

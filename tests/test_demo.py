@@ -22,7 +22,7 @@ SHORT = [
 @pytest.fixture(scope="module")
 def short_demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
-    assert demo.main(["--out", str(out), "--compare-random", *SHORT]) == 0
+    assert demo.main(["--out", str(out), "--compare-random", *SHORT, "--efficiency_seconds", "2", "4"]) == 0
     return out
 
 
@@ -53,6 +53,24 @@ def test_the_demo_model_is_exported_for_speechbrain(short_demo, tmp_path):
     assert isinstance(asr.transcribe_file(str(next(exported.glob("example.*")))), str)
 
 
+def test_the_demo_ends_with_the_pom_vs_mha_efficiency_plot(short_demo):
+    """Step 6: both encoders measured at every length (time, peak memory), parameter-matched, plotted."""
+    import csv
+
+    folder = short_demo / "efficiency"
+    with open(folder / "long_recordings.csv", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert {(r["name"], float(r["seconds"])) for r in rows} == {
+        (n, s) for n in demo.EFFICIENCY_ENCODERS for s in (2.0, 4.0)
+    }
+    assert all(r["status"] == "ok" and float(r["wall_s"]) > 0 and float(r["peak_rss_MiB"]) > 50 for r in rows)
+    params = {r["name"]: float(r["params_M"]) for r in rows}
+    assert abs(params["relposmhaxl"] / params["pom"] - 1) < 0.05  # the MHA encoder is parameter-matched to PoM
+    assert (folder / "long_recordings.png").stat().st_size > 0
+    with open(short_demo / "demo_summary.json", encoding="utf-8") as f:
+        assert json.load(f)["times_s"]["efficiency"] > 0
+
+
 def test_pretraining_beats_random_initialisation(short_demo):
     """Same fine-tuning, same seed and budget: the pre-trained encoder reaches
     a clearly lower validation CTC loss and test-clean CER."""
@@ -71,7 +89,7 @@ def test_several_mixers_share_the_corpus_and_are_parameter_matched(tmp_path, cap
     to the demo's PoM, and the comparison table (time, memory, parameters, WER)."""
     out = tmp_path / "compare"
     tiny = [
-        "--hours", "0.3", "--no-lm", "--mixers", "pom", "mha",
+        "--hours", "0.3", "--no-lm", "--no-efficiency", "--mixers", "pom", "mha",
         "--model", "d_model=64", "num_layers=1", "d_ffn=128",
         "--pretrain", "optimizer_step_limit=20", "warmup_steps=10",
         "--finetune", "number_of_epochs=1", "max_batch_len=10", "test_decoding=greedy", "test_splits=[test-clean]",
