@@ -20,7 +20,8 @@ system-deps:
 $(STAMP): requirements.txt pyproject.toml Makefile
 	$(MAKE) system-deps
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q -r requirements.txt
+	@# a second try without pip's cache: a download cut short fails its hash check once
+	$(PY) -m pip install -q -r requirements.txt || $(PY) -m pip install -q --no-cache-dir -r requirements.txt
 	$(PY) -m pip install -q --no-deps -e .
 	@# n-gram LM decoding (optional: kenlm compiles from source; ~40 s, needs a C++ compiler)
 	$(PY) -m pip install -q kenlm pygtrie || echo "warning: kenlm could not be built: decoding with an n-gram LM (kenlm_model_path) is unavailable"

@@ -285,3 +285,43 @@ def environment_line(env):
     """One Markdown line describing ``environment()``."""
     cuda = f" (CUDA {env['cuda']})" if env["cuda"] else ""
     return f"device: {env['device']}; date {env['date']}; torch {env['torch']}{cuda}; speechbrain {env['speechbrain']}"
+
+
+# --------------------------------------------------------------------------- #
+# Plots
+# --------------------------------------------------------------------------- #
+MARKERS = "osD^v<>p*h"
+
+
+def figure(rows):
+    """A figure of ``rows`` x 2 panels (time, memory), for :func:`save_figure`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(rows, 2, figsize=(11, 4 * rows), squeeze=False)
+
+
+def draw_series(ax, points, key, label, index, scale=1.0):
+    """One line of the ``"ok"`` points (x ``seconds``, y ``point[key] / scale``), its first
+    failure (``oom``, ``timeout``, ...) written above the line's last point."""
+    ok = [p for p in points if p["status"] == "ok" and isinstance(p.get(key), (int, float))]
+    ys = [p[key] / scale for p in ok]
+    (line,) = ax.plot([p["seconds"] for p in ok], ys, marker=MARKERS[index % len(MARKERS)], label=label)
+    failure = next((p for p in points if p["status"] != "ok"), None)
+    if failure is not None:
+        status = failure["status"].split(" (")[0].split(":")[0]
+        ax.annotate(status, (failure["seconds"], ys[-1] if ys else 1.0), color=line.get_color(), fontsize=8,
+                    ha="center", textcoords="offset points", xytext=(0, 6))  # fmt: skip
+    return line
+
+
+def save_figure(fig, path, title):
+    """Titles, lays out and writes ``fig`` to ``path`` (PNG, 120 dpi), then closes it."""
+    import matplotlib.pyplot as plt
+
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -200,39 +200,21 @@ def markdown_table(rows, mode):
 
 def plot(rows, path, title, logy=False):
     """Time and memory against length, one row of panels per mode, one line per model."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     modes = [m for m in ("infer", "train") if any(r["mode"] == m for r in rows)]
-    fig, axes = plt.subplots(len(modes), 2, figsize=(11, 4 * len(modes)), squeeze=False)
+    fig, axes = common.figure(len(modes))
     mixers = list(dict.fromkeys(r["mixer"] for r in rows))
     cpu = any(r.get("device") == "cpu" for r in rows)
     mem_label = "peak RSS above model + input (GiB)" if cpu else "peak allocated above weights + input (GiB)"
     for i, mode in enumerate(modes):
         grad = any(r["mode"] == mode and int(r.get("grad", 0)) for r in rows)
         label = ("forward" + (" (autograd on)" if grad else "")) if mode == "infer" else "training step (fwd + bwd)"
-        for j, (key, ylabel) in enumerate([("time_ms", "time (ms)"), ("memory_MiB", mem_label)]):
+        for j, (key, ylabel, scale) in enumerate([("time_ms", "time (ms)", 1), ("memory_MiB", mem_label, 1024)]):
             ax = axes[i][j]
             for k, mixer in enumerate(mixers):
                 mine = sorted(
                     (r for r in rows if r["mode"] == mode and r["mixer"] == mixer), key=lambda r: r["seconds"]
                 )
-                ok = [r for r in mine if r["status"] == "ok"]
-                ys = [r[key] / (1024 if key == "memory_MiB" else 1) for r in ok]
-                (line,) = ax.plot([r["seconds"] for r in ok], ys, marker="osD^v<>p*h"[k % 10], label=mixer)
-                for r in mine:
-                    if r["status"] == "oom":
-                        ax.annotate(
-                            "OOM",
-                            (r["seconds"], ys[-1] if ys else 0),
-                            color=line.get_color(),
-                            textcoords="offset points",
-                            xytext=(0, 6),
-                            ha="center",
-                            fontsize=8,
-                        )
+                common.draw_series(ax, mine, key, mixer, k, scale)
             ax.set_xlabel("input length (s)")
             ax.set_ylabel(ylabel)
             ax.set_title(label)
@@ -240,10 +222,7 @@ def plot(rows, path, title, logy=False):
                 ax.set_yscale("log")
             ax.grid(alpha=0.3)
         axes[i][0].legend(fontsize=8)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    common.save_figure(fig, path, title)
 
 
 # --------------------------------------------------------------------------- #

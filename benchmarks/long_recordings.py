@@ -589,40 +589,24 @@ def markdown(rows, env, args):
 def plot(rows, path, title):
     """Time and memory against length (log axes): transcription paths (peak RSS of the process),
     then the encoders (peak RSS minus the RSS before the forward: the activations)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib import ticker
 
     groups = [("transcribe", "transcription (one call)"), ("encoder", "encoders alone")]
     groups = [(kind, label) for kind, label in groups if any(r["kind"] == kind for r in rows)]
-    fig, axes = plt.subplots(len(groups) or 1, 2, figsize=(11, 4 * max(1, len(groups))), squeeze=False)
+    fig, axes = common.figure(len(groups) or 1)
     for i, (kind, label) in enumerate(groups):
         mine = [r for r in rows if r["kind"] == kind]
         series = list(dict.fromkeys((r["name"], r["path"]) for r in mine))
-        # the encoders' memory: what the forward adds to the process (its imports and weights excluded)
-        memory = (
-            ("peak_rss_MiB", "peak RSS (MiB)")
-            if kind == "transcribe"
-            else ("extra_rss_MiB", "memory of the forward (MiB)")
-        )
+        memory = ("peak_rss_MiB", "peak RSS (MiB)")
+        if kind == "encoder":  # what the forward adds to the process (imports and weights excluded)
+            memory = ("extra_rss_MiB", "memory of the forward (MiB)")
         for j, (key, ylabel) in enumerate([("wall_s", "time (s)"), memory]):
             ax = axes[i][j]
             for k, (name, route) in enumerate(series):
                 points = sorted(
                     (r for r in mine if (r["name"], r["path"]) == (name, route)), key=lambda r: r["seconds"]
                 )
-                ok = [r for r in points if r["status"] == "ok" and isinstance(r.get(key), (int, float))]
-                series_label = route if kind == "transcribe" else f"{name} ({route})"
-                (line,) = ax.plot([r["seconds"] for r in ok], [r[key] for r in ok], marker="osD^v<>p*h"[k % 10],
-                                  label=series_label)  # fmt: skip
-                first_failure = next((r for r in points if r["status"] != "ok"), None)
-                if first_failure is not None:
-                    y = ok[-1][key] if ok else 1.0
-                    ax.annotate(first_failure["status"].split(" (")[0].split(":")[0], (first_failure["seconds"], y),
-                                color=line.get_color(), fontsize=8, ha="center", textcoords="offset points",
-                                xytext=(0, 6))  # fmt: skip
+                common.draw_series(ax, points, key, route if kind == "transcribe" else f"{name} ({route})", k)
             ax.set_xscale("log")
             ax.set_yscale("log")
             lengths = sorted({r["seconds"] for r in mine})
@@ -636,10 +620,7 @@ def plot(rows, path, title):
             ax.set_title(label)
             ax.grid(alpha=0.3, which="both")
         axes[i][0].legend(fontsize=8)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    common.save_figure(fig, path, title)
 
 
 # --------------------------------------------------------------------------- #

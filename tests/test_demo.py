@@ -113,3 +113,22 @@ def test_several_mixers_share_the_corpus_and_are_parameter_matched(tmp_path, cap
         assert (exported / "hyperparams.yaml").is_file()
         assert f'asr = EncoderASR.from_hparams(source="{exported}", savedir=' in printed
     assert printed.count("from speechbrain.inference.ASR import EncoderASR") == 2
+
+
+@pytest.mark.parametrize(
+    "finetune, expected", [([], demo.LM_TEST_SPLITS), (["test_splits=[dev-clean]"], "[dev-clean]")]
+)
+def test_the_lm_pass_decodes_the_test_splits_unless_told_otherwise(monkeypatch, tmp_path, finetune, expected):
+    """The second decoding (with the LM) covers LM_TEST_SPLITS; test_splits given with --finetune win."""
+    import argparse
+
+    commands = []
+    monkeypatch.setattr(demo, "run_stage", lambda title, command, threads=1: commands.append(command) or (1.0, 1.0))
+    args = argparse.Namespace(seed=0, threads=1, compare_random=False, pretrain=[], finetune=finetune)
+    demo.run_mixer(
+        "pom", args, "DATA", str(tmp_path), demo.MODEL, {}, "LM.arpa", lambda p: dict(x.split("=", 1) for x in p)
+    )
+    assert len(commands) == 3  # pre-training, fine-tuning, decoding with the LM
+    assert "--kenlm_model_path=LM.arpa" in commands[2] and "--kenlm_model_path=LM.arpa" not in commands[1]
+    splits = [arg for arg in commands[2] if arg.startswith("--test_splits=")]
+    assert splits[-1] == f"--test_splits={expected}"
