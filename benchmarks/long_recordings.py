@@ -439,6 +439,18 @@ def encoder_rows(args, log):
 # --------------------------------------------------------------------------- #
 # Outputs
 # --------------------------------------------------------------------------- #
+def read_csv(path):
+    """Rows of a ``long_recordings.csv``, numbers parsed (for ``--from-csv``)."""
+    rows = []
+    with open(path, newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            for key, value in row.items():
+                if key not in ("kind", "name", "path", "status", "source") and value not in (None, ""):
+                    row[key] = float(value)
+            rows.append(row)
+    return rows
+
+
 def write_csv(rows, path):
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
@@ -611,6 +623,9 @@ def plot(rows, path, title):
             ax.set_yscale("log")
             lengths = sorted({r["seconds"] for r in mine})
             ax.set_xticks(lengths, [_length(v) for v in lengths])
+            if len(lengths) > 6:
+                ax.tick_params(axis="x", labelrotation=35)
+            ax.margins(y=0.12)  # room for the failures' labels
             ax.xaxis.set_minor_formatter(ticker.NullFormatter())
             ax.yaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
             ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
@@ -654,9 +669,10 @@ def parse_args(argv=None):
     p.add_argument("--keep_audio", action="store_true", help="keep the recordings (FLAC) under --out/recordings")
     p.add_argument("--quick", action="store_true", help="15 s and 30 s recordings, 8 s windows, tiny encoders, 5-10 s")
     p.add_argument("--out", default=os.path.join(common.REPO, "benchmarks", "out", "long_recordings"))
+    p.add_argument("--from-csv", help="no measurement: redraw the plot of a long_recordings.csv into --out")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.worker:
+    if args.worker or args.from_csv:
         return args
     quick = args.quick
     args.minutes = args.minutes or (QUICK_MINUTES if quick else DEFAULT_MINUTES)
@@ -694,6 +710,12 @@ def main(argv=None):
 
     os.makedirs(args.out, exist_ok=True)
     env = common.environment(torch.device("cpu"))
+    if args.from_csv:
+        rows = read_csv(args.from_csv)
+        size = "full" if any(r.get("params_M", 0) >= 80 for r in rows if r["kind"] == "encoder") else "small"
+        plot(rows, os.path.join(args.out, "long_recordings.png"), f"{env['device']} | encoders: {size} size")
+        print(os.path.join(args.out, "long_recordings.png"))
+        return 0
 
     def log(line):
         print(line, flush=True)

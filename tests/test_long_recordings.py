@@ -328,3 +328,11 @@ def test_quick_benchmark_writes_its_csv_markdown_and_plot(run, tmp_path):
     report = (out / "long_recordings.md").read_text()
     assert "| 30 s | segments | ok |" in report and "## Targets" in report
     assert not os.listdir(out / "recordings")  # the recordings are removed unless --keep_audio
+    redrawn = tmp_path / "redrawn"  # --from-csv: the plot again, no measurement
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "long_recordings.py"), "--from-csv",
+         str(out / "long_recordings.csv"), "--out", str(redrawn)],
+        cwd=ROOT, capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(os.listdir(redrawn)) == ["long_recordings.png"]
