@@ -18,6 +18,7 @@ from speechbrain.utils.epoch_loop import EpochCounter
 import pom.convert as convert
 from pom.convert import CheckpointFormatError, convert_checkpoint, detect_format, speechbrain_conformer
 from pom.convert.__main__ import main as convert_main
+from pom.convert.pom4speech import SourcePoM
 from pom.encoder import MixerEncoder
 from pom.recipe.checkpoints import EncoderConfig
 from pom.recipe.hparams import load_hparams
@@ -62,35 +63,6 @@ def sb_transformer(attention_type):
     )
 
 
-class AuthorsStylePoM(nn.Module):
-    """A PoM token mixer with the PoM authors' parameter names (``mh_pom.po_proj``,
-    ``mh_pom.se_proj``, ``mh_pom.ag_proj``, ``layer_norm``) and SpeechBrain's
-    attention call, written from the paper's equation: padded frames are zeroed
-    and, as in their code, the mean runs over every frame."""
-
-    def __init__(self, d_model, degree, expansion):
-        super().__init__()
-        width = degree * expansion * d_model
-        self.degree = degree
-        self.mh_pom = nn.Module()
-        self.mh_pom.po_proj = nn.Linear(d_model, width)
-        self.mh_pom.se_proj = nn.Linear(d_model, width)
-        self.mh_pom.ag_proj = nn.Linear(width, d_model)
-        self.layer_norm = nn.LayerNorm(d_model)
-
-    def forward(self, query, key, value, attn_mask=None, key_padding_mask=None, pos_embs=None):
-        x = query
-        if key_padding_mask is not None:
-            x = x * (~key_padding_mask).unsqueeze(-1).to(x.dtype)
-        branches = F.gelu(self.mh_pom.po_proj(x)).chunk(self.degree, dim=-1)
-        terms, product = [], None
-        for branch in branches:
-            product = branch if product is None else product * branch
-            terms.append(product)
-        state = torch.cat(terms, dim=-1).mean(dim=1, keepdim=True)
-        return self.layer_norm(self.mh_pom.ag_proj(torch.sigmoid(self.mh_pom.se_proj(x)) * state)), None
-
-
 def sb_model(kind="speechbrain", seed=0):
     """[CNN, EncoderWrapper(TransformerASR)] as SpeechBrain's BEST-RQ recipe
     (``kind="speechbrain"``), with regular MHA (``"regularMHA"``), or as the
@@ -101,7 +73,7 @@ def sb_model(kind="speechbrain", seed=0):
     transformer = sb_transformer(attention)
     if kind == "authors":
         for layer in transformer.encoder.layers:
-            layer.mha_layer = AuthorsStylePoM(D, DEGREE, EXPANSION)
+            layer.mha_layer = SourcePoM(D, DEGREE, EXPANSION)  # the authors' mixer, their tensor names
     model = nn.ModuleList([sb_cnn(), EncoderWrapper(transformer)])
     with torch.no_grad():
         for p in model.parameters():
@@ -475,6 +447,7 @@ def test_command_line(tmp_path, capsys):
     assert (
         "PoM authors'" in printed and "mixer pom (degree 3, expansion 2)" in printed and "norm_type global" in printed
     )
+    assert "checked: the same encoder output as the source model within" in printed
     convert_main([str(tmp_path / "out"), str(tmp_path / "out3")])
     assert "already in pom-speech's layout: nothing converted" in capsys.readouterr().out
     assert not (tmp_path / "out3").exists()

@@ -34,9 +34,15 @@ A run means its output folder (the latest complete ``save/CKPT+*``), its
 channels, mel bins from the CNN's LayerNorm); what shapes cannot tell
 (activation, dropout, causality, the normalisation type, the PoM degree ``k``
 versus expansion ``D``, of which the shapes give only the product) comes from
-the run's ``hyperparams.yaml`` when there is one, else from the options, else
+the run's ``hyperparams.yaml`` when there is one (resolved as hyperpyyaml
+resolves it: references, copies, arithmetic; a setting it names but that
+cannot be resolved is an error, never a default), else from the options, else
 from the recipes' defaults (GELU, dropout 0.1, not causal, 16 kHz, 400-point
-FFT, 10 ms hop). A folder already in our layout is returned unchanged.
+FFT, 10 ms hop). Every conversion is then checked against the source model,
+built with SpeechBrain's own classes and the source tensors
+(:mod:`~pom.convert.verify`): the same encoder output on a random batch within
+1e-5, or nothing is written; the figure is recorded in ``converted_from.json``.
+A folder already in our layout is returned unchanged.
 
 Example
 -------
@@ -71,7 +77,8 @@ The package: :mod:`~pom.convert.layout` (our layout: reading, building,
 provenance, writing), :mod:`~pom.convert.speechbrain_conformer` (what both
 foreign formats share), :mod:`~pom.convert.speechbrain_bestrq` and
 :mod:`~pom.convert.pom4speech` (one module per source format),
-:mod:`~pom.convert.speechbrain_yaml` (a run's ``hyperparams.yaml``).
+:mod:`~pom.convert.speechbrain_yaml` (a run's ``hyperparams.yaml``),
+:mod:`~pom.convert.verify` (the check against the source model).
 
 Authors
  * pom-speech contributors 2025
@@ -98,7 +105,8 @@ from pom.convert.layout import (
     write_converted,
 )
 from pom.convert.speechbrain_conformer import DEFAULTS, LAYER, Inference, convert_normalizer
-from pom.convert.speechbrain_yaml import find_hyperparams, read_hyperparams
+from pom.convert.speechbrain_yaml import find_hyperparams, read_hyperparams, resolve_hyperparams
+from pom.convert.verify import verify_conversion
 
 __all__ = [
     "CheckpointFormatError",
@@ -246,6 +254,8 @@ def convert_checkpoint(src, out_dir, degree=None, expansion=None, overwrite=Fals
     config = {key: inf.config[key] for key in CONFIG_KEYS}
     converted = speechbrain_conformer.rename_tensors(state, reader.RENAMES, model_path)
     check_against_model(converted, config, model_path)
+    tree = resolve_hyperparams(hparams_path) if hparams_path else None
+    verification = verify_conversion(state, converted, config, reader, tree, model_path)
 
     record = dict(source_fingerprint(ckpt_dir))
     record.update(
@@ -255,6 +265,7 @@ def convert_checkpoint(src, out_dir, degree=None, expansion=None, overwrite=Fals
             "options": passed_options(degree, expansion),
             "origin": dict(sorted(inf.origin.items())),
             "converter": "pom.convert",
+            "verification": verification,
             "notes": (["pre-trained with dynamic chunk training (streaming: True)"] if hparams.get("streaming") else [])
             + list(reader.NOTES),
         }

@@ -38,6 +38,12 @@ def describe(out_dir):
         ),
         f"  {CONFIG}, {PROVENANCE}",
     ]
+    check = record.get("verification")
+    if check:
+        lines.append(
+            f"  checked: the same encoder output as the source model within {check['max_abs_difference']:.1e} "
+            f"(max abs on a random batch; source built from {check['source_model']})"
+        )
     lines.extend(f"  note: {note}" for note in record.get("notes", []))
     return lines
 
@@ -69,10 +75,6 @@ def main(argv=None):
     else:
         print("\n".join(describe(out)))
     return out
-
-
-if __name__ == "__main__":
-    main()
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ Authors
 """
 
 import torch
+import torch.nn as nn
+import torch.nn.functional as F
 
 from pom.convert.layout import CheckpointFormatError
 from pom.convert.speechbrain_conformer import FIRST_LAYER, LAYER, SRC
@@ -27,6 +29,9 @@ NAME = "pom4speech"
 DESCRIPTION = "PoM authors' (pom4speech) BEST-RQ checkpoint"
 #: ``attention_type`` of the authors' TransformerASR for these tensors.
 ATTENTION_TYPE = "PoM"
+#: SpeechBrain here has no PoM: the source model is built with regular MHA layers whose
+#: ``mha_layer`` is then replaced by :func:`source_mixer` (:mod:`pom.convert.verify`).
+SOURCE_ATTENTION = "regularMHA"
 #: ``(theirs, ours)`` parts of the mixer's tensor names.
 RENAMES = (
     (".mha_layer.mh_pom.po_proj.", ".mixer.polynomial_proj."),
@@ -39,6 +44,55 @@ NOTES = (
     "the authors' PoM averages padded (zeroed) frames too; ours averages valid frames only: "
     "the same outputs on unpadded input",
 )
+
+
+class SourcePoM(nn.Module):
+    """The authors' PoM token mixer as their checkpoints hold it, written from the
+    paper's equation with their tensor names and SpeechBrain's attention call:
+
+    .. math::
+
+        H = \\frac{1}{T} \\sum_{t} \\big[ h(a_{1,t}) \\,|\\, h(a_{1,t}) h(a_{2,t}) \\,|\\, \\dots \\big],
+        \\quad a_t = \\mathrm{po\\_proj}(x_t), \\quad
+        y_t = \\mathrm{LN}\\big(\\mathrm{ag\\_proj}(\\sigma(\\mathrm{se\\_proj}(x_t)) \\odot H)\\big)
+
+    with ``h = GELU``; padded frames are zeroed and, as in their code, the mean
+    runs over all ``T`` frames. Used to build the source model of a conversion.
+
+    Example
+    -------
+    >>> mixer = SourcePoM(d_model=8, degree=2, expansion=1)
+    >>> y, attention = mixer(torch.randn(2, 5, 8), None, None)
+    >>> y.shape, attention
+    (torch.Size([2, 5, 8]), None)
+    """
+
+    def __init__(self, d_model, degree, expansion, bias=True):
+        super().__init__()
+        width = degree * expansion * d_model
+        self.degree = degree
+        self.mh_pom = nn.Module()
+        self.mh_pom.po_proj = nn.Linear(d_model, width, bias=bias)
+        self.mh_pom.se_proj = nn.Linear(d_model, width, bias=bias)
+        self.mh_pom.ag_proj = nn.Linear(width, d_model, bias=bias)
+        self.layer_norm = nn.LayerNorm(d_model)
+
+    def forward(self, query, key, value, attn_mask=None, key_padding_mask=None, pos_embs=None):
+        x = query
+        if key_padding_mask is not None:
+            x = x * (~key_padding_mask).unsqueeze(-1).to(x.dtype)
+        terms, product = [], None
+        for branch in F.gelu(self.mh_pom.po_proj(x)).chunk(self.degree, dim=-1):
+            product = branch if product is None else product * branch
+            terms.append(product)
+        state = torch.cat(terms, dim=-1).mean(dim=1, keepdim=True)
+        return self.layer_norm(self.mh_pom.ag_proj(torch.sigmoid(self.mh_pom.se_proj(x)) * state)), None
+
+
+def source_mixer(config):
+    """The source model's token mixer for a converted PoM configuration."""
+    options = config["mixer_options"]
+    return SourcePoM(config["d_model"], options["degree"], options["expansion"], options.get("bias", True))
 
 
 def matches(keys):

@@ -20,6 +20,8 @@ NAME = "speechbrain_bestrq"
 DESCRIPTION = "SpeechBrain BEST-RQ checkpoint (RelPosMHAXL Conformer)"
 #: ``attention_type`` of SpeechBrain's TransformerASR for these tensors.
 ATTENTION_TYPE = "RelPosMHAXL"
+#: The ``attention_type`` that builds the source model (:mod:`pom.convert.verify`), and no mixer to replace.
+SOURCE_ATTENTION, source_mixer = ATTENTION_TYPE, None
 #: Our RelPosMHAXL mixer keeps SpeechBrain's tensor names.
 RENAMES = ()
 #: Remarks recorded in ``converted_from.json``.

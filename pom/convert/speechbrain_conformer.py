@@ -42,7 +42,7 @@ DEFAULTS = {
 SRC = "1.transformer."
 LAYER = re.compile(r"^1\.transformer\.encoder\.layers\.(\d+)\.")
 FIRST_LAYER = SRC + "encoder.layers.0."
-_IGNORED = (  # constant tables: our encoder computes them for any length
+IGNORED = (  # constant tables: our encoder computes them for any length
     "1.transformer.positional_encoding.",
     "1.transformer.positional_encoding_decoder.",
 )
@@ -166,7 +166,7 @@ def rename_tensors(state, mixer_renames, path):
             for old, ours in mixer_renames:
                 new = new.replace(old, ours)
             out[new] = value
-        elif not key.startswith(_IGNORED):
+        elif not key.startswith(IGNORED):
             unknown.append(key)
     if unknown:
         shown = ", ".join(unknown[:3]) + (" ..." if len(unknown) > 3 else "")
