@@ -112,9 +112,15 @@ def add_metadata(path, metadata):
 
 def quantize(path, int8_path):
     """``model.int8.onnx``: dynamic int8 quantisation of the matrix products (weights QInt8)."""
+    import logging
+
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(path, int8_path, op_types_to_quantize=["MatMul"], weight_type=QuantType.QInt8)
+    logging.disable(logging.WARNING)  # its advice to pre-process the graph concerns static quantisation
+    try:
+        quantize_dynamic(path, int8_path, op_types_to_quantize=["MatMul"], weight_type=QuantType.QInt8)
+    finally:
+        logging.disable(logging.NOTSET)
 
 
 def write_onnx(run, folder, example=None):
