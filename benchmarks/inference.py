@@ -5,8 +5,9 @@
     python -m benchmarks.inference --model results/demo/finetune --out benchmarks/runs/inference
     python -m benchmarks.inference --quick --model RUN --out /tmp/inference   # minutes, a smoke test
 
-For each model and input length (default 30 s, 5 min, 60 min of audio), one
-forward pass from features to CTC log-probabilities, batch 1
+For each model and input length (default 30 s, 5 min, 60 min of audio), a
+forward pass from features to CTC log-probabilities, batch 1 (up to 5 min: one
+warm-up, then the median of three)
 (:meth:`pom.inference.CTCModel.log_probs_from_features`: eager PyTorch without
 autograd, then the same function exported with :mod:`pom.export.onnx` under ONNX
 Runtime, fp32 and int8), each in a fresh process (``--threads`` intra-op
@@ -105,9 +106,10 @@ def worker(cfg):
         model = build_model(cfg["model"], cfg.get("run"))
         result["params_M"] = round(sum(p.numel() for p in model.parameters()) / 1e6, 2)
         x, x_lens = torch.from_numpy(feats), torch.from_numpy(lens)
-        begin = time.perf_counter()
-        with torch.no_grad():
-            model.log_probs_from_features(x, x_lens)
+
+        def step():
+            with torch.no_grad():
+                model.log_probs_from_features(x, x_lens)
     else:
         import onnxruntime as ort
 
@@ -115,9 +117,19 @@ def worker(cfg):
         options.intra_op_num_threads = cfg["threads"]
         name = "model.int8.onnx" if cfg["backend"] == "int8" else "model.onnx"
         session = ort.InferenceSession(os.path.join(cfg["onnx_dir"], name), options, providers=["CPUExecutionProvider"])
+
+        def step():
+            session.run(None, {"x": feats, "x_lens": lens})
+
+    repeats = 3 if cfg["seconds"] <= 300 else 1  # short inputs: one warm-up run, the median of three
+    if repeats > 1:
+        step()
+    times = []
+    for _ in range(repeats):
         begin = time.perf_counter()
-        session.run(None, {"x": feats, "x_lens": lens})
-    result["wall_s"] = round(time.perf_counter() - begin, 3)
+        step()
+        times.append(time.perf_counter() - begin)
+    result["wall_s"] = round(sorted(times)[len(times) // 2], 3)
     result["peak_rss_MiB"] = round(peak_rss_mib(), 1)
     return result
 
@@ -194,7 +206,11 @@ def cer_int8(run, onnx_dir):
     texts = {}
     for int8 in (False, True):
         asr = OnnxTranscriber(onnx_dir, int8=int8)
-        texts[int8] = [text or "" for _, text, _ in asr.transcribe_files(paths, batch_size=8)]
+        decoded = list(asr.transcribe_files(paths, batch_size=8))
+        errors = [error for _, _, error in decoded if error]
+        if errors:
+            raise RuntimeError(f"{len(errors)} test-clean file(s) could not be read, e.g. {errors[0]}")
+        texts[int8] = [text for _, text, _ in decoded]
     refs = [row["wrd"] for row in rows]
     return (100 * jiwer.cer(texts[False], texts[True]), 100 * jiwer.cer(refs, texts[False]),
             100 * jiwer.cer(refs, texts[True]), len(rows))  # fmt: skip
@@ -225,7 +241,8 @@ def report(rows, args, cer, out):
         "# Inference: PyTorch eager vs ONNX Runtime fp32 and int8", "",
         f"{datetime.date.today()}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
         f"{args.threads} thread(s); `python -m benchmarks.inference {' '.join(args.argv)}`", "",
-        "One forward pass, features to CTC log-probabilities, batch 1, each in a fresh process "
+        "Forward pass, features to CTC log-probabilities, batch 1 (up to 5 min: median of 3 after a warm-up), "
+        "each in a fresh process "
         "(time, real-time factor, peak RSS of the process).", "",
         "| model | backend | " + " | ".join(f"{s / 60:g} min" if s >= 60 else f"{s:g} s" for s in args.seconds) + " |",
         "|---|---|" + "---|" * len(args.seconds),

@@ -220,3 +220,23 @@ def test_errors_are_one_line(exported, run, test_clean, tmp_path, tmp_path_facto
     pretrained = tiny_pretrained(tmp_path_factory, synthetic_librispeech)
     with pytest.raises(SystemExit, match="--onnx is for a fine-tuning run"):
         export.main([pretrained, str(tmp_path / "out"), "--onnx"])
+
+
+def test_quick_inference_benchmark(run, tmp_path):
+    """benchmarks/inference.py --quick: every backend measured at both lengths, the 40 s recording
+    through both transcribers, the int8 CER reported; its table written."""
+    out = tmp_path / "bench"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.inference", "--quick", "--threads", "1", "--model", run, "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=ROOT),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(out / "inference.csv", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    forward = {(r["backend"], float(r["seconds"])) for r in rows if r["kind"] == "forward" and r["status"] == "ok"}
+    assert forward == {(b, s) for b in ("torch", "onnx", "int8") for s in (5.0, 10.0)}
+    transcribed = [r for r in rows if r["kind"] == "transcribe"]
+    assert [r["backend"] for r in transcribed] == ["torch", "onnx", "int8"]
+    assert all(r["status"] == "ok" and float(r["peak_rss_MiB"]) > 0 and "words" in r["note"] for r in transcribed)
+    report = (out / "inference.md").read_text(encoding="utf-8")
+    assert "| demo | int8 |" in report and "int8 against fp32" in report
