@@ -15,7 +15,7 @@ result (``timeout``, ``oom``), and the longer lengths of that configuration then
   utterances (``RUN/<--split>.csv``, in its order, cycled if the split is
   shorter), written as 16-bit FLAC, transcribed in one call of
   ``pom.transcribe`` per path (``--paths``): ``whole`` (one pass in bounded
-  pieces, :func:`pom.longform.bounded_log_probs`), ``segments`` (overlapping
+  pieces, :meth:`pom.inference.CTCModel.bounded`), ``segments`` (overlapping
   windows stitched at the middle of the overlaps; ``--segment_seconds``,
   ``--overlap_seconds``) and, on request, ``plain`` (the whole file through the
   plain pass: the memory without the long-form path). Wall time of reading and decoding
@@ -217,7 +217,7 @@ def build_encoder(name, overrides=None, layers=None):
 def worker_encoder(cfg):
     import torch
 
-    from pom import longform
+    from pom.inference import bounded_encode
     from pom.parameters import count_parameters
 
     model, source = build_encoder(cfg["name"], cfg["overrides"], cfg.get("layers"))
@@ -228,7 +228,7 @@ def worker_encoder(cfg):
     begin = time.perf_counter()
     with torch.no_grad():
         if cfg["path"] == "bounded":
-            out = longform.bounded_encode(model.cnn, model.encoder, feats)
+            out = bounded_encode(model.cnn, model.encoder, feats)
         else:
             out = model(feats, torch.ones(1))
     wall = time.perf_counter() - begin
@@ -583,7 +583,7 @@ def markdown(rows, env, args):
         lines += [
             f"## Encoders alone ({args.encoder_size} size), one forward without autograd, batch 1",
             "",
-            "time, peak RSS of the process; bounded = CNN in pieces, layers in time chunks (pom.longform); "
+            "time, peak RSS of the process; bounded = CNN in pieces, layers in time chunks (pom.inference); "
             "plain = the module's forward",
             "",
             table,
@@ -642,7 +642,7 @@ def plot(rows, path, title):
 # Main
 # --------------------------------------------------------------------------- #
 def parse_args(argv=None):
-    from pom import longform
+    from pom.runtime import segments as longform
 
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter

@@ -438,8 +438,9 @@ def main(argv=None):
     for mixer, record in records.items():
         target = os.path.join(out if len(records) == 1 else os.path.join(out, mixer), "exported")
         lines = export_model(record["runs"][0], target, **decoding)
-        print(f"\nExported in SpeechBrain's format ({mixer}, python -m pom.export): {target}\n")
+        print(f"\nExported in SpeechBrain's format ({mixer}, python -m pom.export --onnx): {target}\n")
         print("\n".join(lines))
+        print("\nWith ONNX Runtime (no PyTorch):\n\n" + "\n".join(onnx_lines(target)))
     return 0
 
 
@@ -472,15 +473,22 @@ def run_efficiency(folder, lengths, threads):
 
 def export_model(run, target, decoding="greedy", beam_size=None):
     """Exports the fine-tuning ``run`` to ``target`` (replaced if there) for SpeechBrain's
-    ``EncoderASR``; returns the three Python lines that load and use it."""
+    ``EncoderASR`` and ONNX Runtime; returns the three Python lines that load and use it."""
     from pom.export import ExportError, export_run, usage_lines
 
     try:
-        exported, interface = export_run(run, target, decoding=decoding, beam_size=beam_size, overwrite=True)
+        exported, interface = export_run(run, target, decoding=decoding, beam_size=beam_size, overwrite=True, onnx=True)
     except ExportError as err:
         sys.exit(f"Error: exporting {run}: {err}")
     example = next(name for name in sorted(os.listdir(exported)) if name.startswith("example."))
     return usage_lines(interface, exported, example)
+
+
+def onnx_lines(target):
+    """How to run the exported ``target``'s ONNX model (:func:`pom.export.onnx.onnx_usage_lines`)."""
+    from pom.export.onnx import onnx_usage_lines
+
+    return onnx_usage_lines(target, next(name for name in sorted(os.listdir(target)) if name.startswith("example.")))
 
 
 if __name__ == "__main__":

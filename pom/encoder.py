@@ -2,7 +2,9 @@
 
 Each layer is SpeechBrain's pre-norm Conformer block (macaron feed-forwards,
 convolution module, final LayerNorm) built from SpeechBrain's own pieces, with
-the multi-head attention replaced by any mixer of :mod:`pom.mixers`:
+the multi-head attention replaced by any mixer of :mod:`pom.mixers`
+(:class:`pom.conformer_layer.MixerConformerLayer`, with its whole, streaming
+and bounded-memory passes):
 
 .. math::
 
@@ -41,145 +43,22 @@ import functools
 
 import torch
 import torch.nn as nn
-from speechbrain.lobes.models.transformer.Conformer import ConvolutionModule
 from speechbrain.lobes.models.transformer.TransformerASR import make_transformer_src_mask
 from speechbrain.nnet.activations import Swish
-from speechbrain.nnet.attention import PositionalwiseFeedForward
 from speechbrain.nnet.normalization import LayerNorm
 
-from pom.mixers import build_mixer, lengths_to_padding_mask, mixer_protocol
+from pom.conformer_layer import CHUNK_FRAMES, MaskedConvolutionModule, MixerConformerLayer, time_chunks
+from pom.mixers import build_mixer, lengths_to_padding_mask
 from pom.mixers.attention import relative_position_encoder
 from pom.positions import sinusoidal_positions
 
-
-class MaskedConvolutionModule(ConvolutionModule):
-    """SpeechBrain's Conformer ``ConvolutionModule`` that also zeroes padded
-    frames before the depthwise convolution (same parameters, same names).
-
-    Example
-    -------
-    >>> conv = MaskedConvolutionModule(8, kernel_size=3)
-    >>> conv(torch.randn(2, 5, 8), torch.zeros(2, 5, 1, dtype=torch.bool)).shape
-    torch.Size([2, 5, 8])
-    """
-
-    def forward(self, x, mask=None, dynchunktrain_config=None):
-        """``mask`` is ``[B, T, 1]``, True at padded frames, as in SpeechBrain."""
-        if mask is None or dynchunktrain_config is not None:
-            return super().forward(x, mask, dynchunktrain_config=dynchunktrain_config)
-        out = self.bottleneck(self.layer_norm(x).transpose(1, 2))
-        out = out.masked_fill(mask.transpose(1, 2), 0.0)
-        out = self.conv(out)
-        if self.causal:
-            out = out[..., : -self.padding]
-        out = self.after_conv(out.transpose(1, 2))
-        return out.masked_fill(mask, 0.0)
-
-    def forward_streaming(self, x, cache=None):
-        """Causal convolution of the next chunk ``x`` ``[B, c, d]`` given the last
-        ``kernel_size - 1`` frames of the previous chunks (``cache``, None at the
-        start); returns ``(out, cache)``. Equals the full causal pass."""
-        if not self.causal or self.dilation != 1:
-            raise ValueError("Streaming needs a causal encoder (causal=True) with dilation 1")
-        out = self.bottleneck(self.layer_norm(x).transpose(1, 2))
-        if cache is None:
-            cache = out.new_zeros(out.shape[0], out.shape[1], self.kernel_size - 1)
-        out = torch.cat([cache, out], dim=2)
-        cache = out[..., out.shape[2] - (self.kernel_size - 1) :]
-        out = nn.functional.conv1d(out, self.conv.weight, self.conv.bias, groups=self.conv.groups)
-        return self.after_conv(out.transpose(1, 2)), cache
-
-
-def _feed_forward(d_model, d_ffn, dropout, activation):
-    return nn.Sequential(
-        nn.LayerNorm(d_model),
-        PositionalwiseFeedForward(d_ffn=d_ffn, input_size=d_model, dropout=dropout, activation=activation),
-        nn.Dropout(dropout),
-    )
-
-
-class MixerConformerLayer(nn.Module):
-    """One pre-norm Conformer block around a token mixer.
-
-    Arguments
-    ---------
-    d_model : int
-        Feature size.
-    d_ffn : int
-        Hidden size of the two feed-forward modules.
-    mixer : torch.nn.Module
-        The token mixer (``mixer(x, padding_mask)``); what the layer passes it
-        and allows follows its :func:`~pom.mixers.base.mixer_protocol`.
-    kernel_size : int
-        Depthwise convolution kernel size.
-    activation : type
-        Activation class of the feed-forwards and the convolution module.
-    bias : bool
-        Biases in the convolution module.
-    dropout : float
-        Dropout of the feed-forwards and convolution module.
-    causal : bool
-        Causal convolution.
-    """
-
-    def __init__(self, d_model, d_ffn, mixer, kernel_size=31, activation=Swish, bias=True, dropout=0.0, causal=False):
-        super().__init__()
-        self.ffn_module1 = _feed_forward(d_model, d_ffn, dropout, activation)
-        self.mixer = mixer
-        self.protocol = mixer_protocol(mixer)
-        self.convolution_module = MaskedConvolutionModule(
-            d_model, kernel_size, bias, activation, dropout, causal=causal
-        )
-        self.ffn_module2 = _feed_forward(d_model, d_ffn, dropout, activation)
-        self.norm1 = LayerNorm(d_model)
-        self.norm2 = LayerNorm(d_model)
-
-    def forward(self, x, src_mask=None, src_key_padding_mask=None, pos_embs=None, dynchunktrain_config=None):
-        """Same call as SpeechBrain's ``ConformerEncoderLayer``; returns ``(x, None)``."""
-        conv_mask = None if src_key_padding_mask is None else src_key_padding_mask.unsqueeze(-1)
-        x = x + 0.5 * self.ffn_module1(x)
-        x = x + self.mixer(
-            self.norm1(x),
-            padding_mask=src_key_padding_mask,
-            **self._mixer_extras(src_mask, pos_embs, dynchunktrain_config),
-        )
-        x = x + self.convolution_module(x, conv_mask, dynchunktrain_config=dynchunktrain_config)
-        x = self.norm2(x + 0.5 * self.ffn_module2(x))
-        return x, None
-
-    def _mixer_extras(self, src_mask, pos_embs, dynchunktrain_config):
-        """What this layer's mixer needs besides ``(x, padding_mask)``, declared by its protocol."""
-        protocol, extras = self.protocol, {}
-        name = type(self.mixer).__name__
-        if protocol.needs_pos_embs:
-            extras["pos_embs"] = pos_embs
-        if src_mask is not None:
-            if not protocol.accepts_attn_mask:
-                raise ValueError(
-                    f"{name} takes no attention mask (src_mask); use causal=True or dynamic chunks instead"
-                )
-            extras["attn_mask"] = src_mask
-        if dynchunktrain_config is not None:
-            if protocol.supports_dynamic_chunks:
-                extras["dynchunktrain_config"] = dynchunktrain_config
-            elif not (protocol.accepts_attn_mask or protocol.causal):
-                raise ValueError(
-                    f"{name} cannot be trained with dynamic chunks (it has no chunked or causal mode); "
-                    "use pom, summarymixing, an attention mixer or a causal mixer"
-                )
-        return extras
-
-    def forward_streaming(self, x, context):
-        """Next chunk through a causal layer; ``context`` (a dict, updated in
-        place) carries the mixer state and the convolution cache."""
-        if not self.protocol.supports_streaming:
-            raise ValueError(f"{type(self.mixer).__name__} has no streaming mode; use pom or summarymixing")
-        x = x + 0.5 * self.ffn_module1(x)
-        mixed, context["mixer"] = self.mixer.forward_streaming(self.norm1(x), context.get("mixer"))
-        x = x + mixed
-        conv, context["conv"] = self.convolution_module.forward_streaming(x, context.get("conv"))
-        x = x + conv
-        return self.norm2(x + 0.5 * self.ffn_module2(x))
+__all__ = [
+    "MaskedConvolutionModule",
+    "MixerConformerLayer",
+    "MixerConformerEncoder",
+    "MixerEncoder",
+    "convert_speechbrain_conformer_state_dict",
+]
 
 
 def _mixer_factories(mixer, mixer_options, num_layers, causal):
@@ -304,6 +183,16 @@ class MixerConformerEncoder(nn.Module):
             return output, attention_lst, hidden_states
         return output, attention_lst
 
+    def forward_bounded(self, x, chunk=CHUNK_FRAMES):
+        """Every layer and the final norm on one unpadded sequence ``x`` ``[1, T, d_model]``
+        (modified in place) in bounded memory (:meth:`MixerConformerLayer.forward_bounded`)."""
+        pos_embs = self.pos_encoder(x) if self.pos_encoder is not None else None
+        for layer in self.layers:
+            x = layer.forward_bounded(x, chunk, pos_embs)
+        for a, b in time_chunks(x.shape[1], chunk):
+            x[:, a:b] = self.norm(x[:, a:b])
+        return x
+
     def make_streaming_context(self):
         """A fresh streaming context (one dict per layer) for :meth:`forward_streaming`."""
         return [{} for _ in self.layers]
@@ -398,19 +287,54 @@ class MixerEncoder(nn.Module):
     def output_hidden_states(self, value):
         self.encoder.output_hidden_states = bool(value)
 
-    def forward(self, src, wav_lens=None, dynchunktrain_config=None):
-        """``src`` ``[B, T, input_size]``, ``wav_lens`` relative lengths ``[B]``; returns ``[B, T, d_model]``
-        (and the list of layer outputs with ``output_hidden_states``)."""
+    def forward(self, src, wav_lens=None, dynchunktrain_config=None, padding_mask=None):
+        """``src`` ``[B, T, input_size]``, ``wav_lens`` relative lengths ``[B]`` (or ``padding_mask``
+        ``[B, T]``, True at padded frames); returns ``[B, T, d_model]`` (and the list of layer outputs
+        with ``output_hidden_states``)."""
+        x = self.project(src)
+        if padding_mask is None and wav_lens is not None:
+            padding_mask = lengths_to_padding_mask(wav_lens.to(x.device), max_len=x.shape[1])
+        out, _, *hidden = self.encoder(x, src_key_padding_mask=padding_mask, dynchunktrain_config=dynchunktrain_config)
+        return (out, hidden[0]) if hidden else out
+
+    def project(self, src, start=0):
+        """The Conformer's input: the projection of ``src`` ``[B, T, input_size]`` (or the CNN's
+        ``[B, T, channels, bins]``) plus the absolute positions of frames ``start ..``."""
         if src.dim() == 4:  # SpeechBrain's CNN front end may keep channels separate
             src = src.reshape(src.shape[0], src.shape[1], -1)
         x = self.input_projection(src)
         if self.positional_encoding == "fixed_abs_sine":
-            x = x + sinusoidal_positions(x.shape[1], self.d_model, device=x.device, dtype=x.dtype)
-        padding_mask = None
-        if wav_lens is not None:
-            padding_mask = lengths_to_padding_mask(wav_lens.to(x.device), max_len=x.shape[1])
-        out, _, *hidden = self.encoder(x, src_key_padding_mask=padding_mask, dynchunktrain_config=dynchunktrain_config)
-        return (out, hidden[0]) if hidden else out
+            x = x + sinusoidal_positions(x.shape[1], self.d_model, x.device, x.dtype, start=start)
+        return x
+
+    def forward_bounded(self, x, chunk=CHUNK_FRAMES):
+        """The Conformer on one unpadded projected input ``x`` ``[1, T, d_model]`` (:meth:`project`),
+        modified in place, in bounded memory (:meth:`MixerConformerEncoder.forward_bounded`)."""
+        return self.encoder.forward_bounded(x, chunk)
+
+    def forward_chunks(self, src, wav_lens, chunk_size, left_context_chunks=None):
+        """The encoder run chunk by chunk (``chunk_size`` frames).
+
+        A causal encoder really streams: chunks go through :meth:`forward_streaming`, which
+        carries the mixers' running state and the convolution caches (the same numbers as
+        :meth:`forward`). Any other encoder is evaluated with SpeechBrain's dynamic-chunk
+        masks, which is what it would compute when fed chunk by chunk (frames see up to the
+        end of their chunk and ``left_context_chunks`` chunks back).
+
+        Example
+        -------
+        >>> enc = MixerEncoder(20, d_model=16, num_layers=1, d_ffn=32, mixer="pom", causal=True).eval()
+        >>> src = torch.randn(1, 10, 20)
+        >>> torch.allclose(enc.forward_chunks(src, torch.ones(1), chunk_size=3), enc(src), atol=1e-5)
+        True
+        """
+        if getattr(self.encoder.layers[0].convolution_module, "causal", False):
+            context = self.make_streaming_context()
+            return torch.cat([self.forward_streaming(chunk, context) for chunk in src.split(chunk_size, dim=1)], dim=1)
+        from speechbrain.utils.dynamic_chunk_training import DynChunkTrainConfig
+
+        config = DynChunkTrainConfig(chunk_size=chunk_size, left_context_size=left_context_chunks)
+        return self(src, wav_lens, dynchunktrain_config=config)
 
     def make_streaming_context(self):
         """A fresh streaming context for :meth:`forward_streaming`."""
@@ -419,10 +343,6 @@ class MixerEncoder(nn.Module):
     def forward_streaming(self, chunk, context):
         """Encodes the next chunk ``[B, c, input_size]`` of a stream (causal
         encoders); absolute positions continue from the frames already seen."""
-        if chunk.dim() == 4:
-            chunk = chunk.reshape(chunk.shape[0], chunk.shape[1], -1)
-        x = self.input_projection(chunk)
-        if self.positional_encoding == "fixed_abs_sine":
-            x = x + sinusoidal_positions(x.shape[1], self.d_model, x.device, x.dtype, start=context["frames_seen"])
+        x = self.project(chunk, start=context["frames_seen"])
         context["frames_seen"] += x.shape[1]
         return self.encoder.forward_streaming(x, context["layers"])

@@ -480,11 +480,11 @@ def test_find_pretrained_converts_once_into_import_dir(tmp_path, monkeypatch):
     with pytest.raises(
         CheckpointFormatError, match=r"is a SpeechBrain BEST-RQ checkpoint .*: give an import folder"
     ) as err:
-        find_pretrained(run)
+        convert.find_or_convert(run)
     assert "\n" not in str(err.value)
 
     imported = str(tmp_path / "ft" / "imported")
-    found = find_pretrained(run, import_dir=imported)
+    found = convert.find_or_convert(run, import_dir=imported)
     assert found == {
         "dir": imported,
         "model": os.path.join(imported, "model.ckpt"),
@@ -498,8 +498,8 @@ def test_find_pretrained_converts_once_into_import_dir(tmp_path, monkeypatch):
 
     with monkeypatch.context() as m:
         m.setattr(speechbrain_conformer, "rename_tensors", no_second_conversion)
-        assert find_pretrained(run, import_dir=imported) == found
-        assert find_pretrained(os.path.join(run, "save"), import_dir=imported) == found
+        assert convert.find_or_convert(run, import_dir=imported) == found
+        assert convert.find_or_convert(os.path.join(run, "save"), import_dir=imported) == found
     assert os.stat(found["model"]).st_mtime_ns == written
 
     # What the fine-tuning recipe does next: compare with its YAML, then load strictly.
@@ -512,7 +512,7 @@ def test_find_pretrained_converts_once_into_import_dir(tmp_path, monkeypatch):
 
     # A newer checkpoint in the run: converted again, in place of the old conversion.
     save_run(run, sb_model(seed=9), global_normalizer())
-    again = find_pretrained(run, import_dir=imported)
+    again = convert.find_or_convert(run, import_dir=imported)
     assert again["dir"] == imported and os.stat(again["model"]).st_mtime_ns != written
     latest = Checkpointer(os.path.join(run, "save")).find_checkpoint()
     assert convert.read_provenance(imported)["source"] == str(latest.path)
@@ -520,7 +520,7 @@ def test_find_pretrained_converts_once_into_import_dir(tmp_path, monkeypatch):
 
 def test_find_pretrained_with_authors_checkpoint_and_pom_finetuning_yaml(tmp_path):
     authors_run(str(tmp_path / "ckpt"))
-    found = find_pretrained(str(tmp_path / "ckpt"), import_dir=str(tmp_path / "imported"))
+    found = convert.find_or_convert(str(tmp_path / "ckpt"), import_dir=str(tmp_path / "imported"))
     hparams = tiny_finetune_hparams(
         "pom.yaml", "global", f"mixer_options: {{degree: {DEGREE}, expansion: {EXPANSION}}}"
     )
@@ -537,12 +537,12 @@ def test_find_pretrained_keeps_its_behaviour_for_our_layout_and_unknown_files(tm
     found = find_pretrained(str(ours))  # ours: used in place, nothing converted
     assert found["dir"] == str(ours) and found["config"] == str(ours / "encoder_config.json")
     os.remove(ours / "encoder_config.json")  # ours without its configuration: only tensor shapes are checked later
-    found = find_pretrained(str(ours), import_dir=str(tmp_path / "unused"))
+    found = convert.find_or_convert(str(ours), import_dir=str(tmp_path / "unused"))
     assert found["dir"] == str(ours) and found["config"] is None and not (tmp_path / "unused").exists()
     unknown = tmp_path / "unknown"
     unknown.mkdir()
     torch.save({"w": torch.zeros(1)}, unknown / "model.ckpt")  # left to the strict loader, as before
-    assert find_pretrained(str(unknown), import_dir=str(tmp_path / "unused"))["dir"] == str(unknown)
+    assert convert.find_or_convert(str(unknown), import_dir=str(tmp_path / "unused"))["dir"] == str(unknown)
 
 
 # ---------------------------------------------------------------------- fine-tuning from it, no manual step

@@ -45,12 +45,17 @@ def test_pipeline_outputs(short_demo):
 
 
 def test_the_demo_model_is_exported_for_speechbrain(short_demo, tmp_path):
-    """The demo ends by exporting its fine-tuned model (python -m pom.export) to <out>/exported."""
+    """The demo ends by exporting its fine-tuned model (python -m pom.export --onnx) to <out>/exported."""
     from speechbrain.inference.ASR import EncoderASR
+
+    from pom.runtime.transcriber import OnnxTranscriber
 
     exported = short_demo / "exported"
     asr = EncoderASR.from_hparams(source=str(exported), savedir=str(tmp_path / "savedir"))
-    assert isinstance(asr.transcribe_file(str(next(exported.glob("example.*")))), str)
+    example = str(next(exported.glob("example.*")))
+    text = asr.transcribe_file(example)
+    assert isinstance(text, str)
+    assert OnnxTranscriber(str(exported)).transcribe_file(example) == " ".join(text.split())  # and for ONNX Runtime
 
 
 def test_the_demo_ends_with_the_pom_vs_mha_efficiency_plot(short_demo):

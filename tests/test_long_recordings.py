@@ -1,4 +1,4 @@
-"""Long recordings (pom.longform; the long-form path of pom.transcribe and of the exported
+"""Long recordings (pom.inference: the long-form path of pom.transcribe and of the exported
 EncoderASR model; benchmarks/long_recordings.py): the bounded-memory path gives the whole-file
 log-probabilities (PoM and attention, global and per-utterance normalisation) without the
 whole-file pass's large tensors, segments tile the frames and stitch them back exactly, long
@@ -22,10 +22,11 @@ from speechbrain.nnet.linear import Linear
 from speechbrain.processing.features import InputNormalization
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from pom import export, longform, transcribe
+from pom import export, transcribe
 from pom.encoder import MixerEncoder
-from pom.export.modules import LongFormSequential
+from pom.inference import CTCModel, pieces
 from pom.mixers.base import TokenMixer
+from pom.runtime import segments
 
 ATOL = 1e-5
 N_MELS = 40
@@ -57,7 +58,7 @@ def make_model(mixer="pom", norm="sentence", positions="fixed_abs_sine", layers=
         causal=causal, positional_encoding=positions, dropout=0.0,
     )  # fmt: skip
     normalize = InputNormalization(norm_type=norm)
-    model = LongFormSequential(
+    model = CTCModel(
         compute_features=Fbank(n_mels=N_MELS), normalize=normalize, CNN=front_end(), enc=encoder,
         head=Linear(n_neurons=12, input_size=32), log_softmax=Softmax(apply_log=True), **options,
     )  # fmt: skip
@@ -88,25 +89,25 @@ def test_fbank_in_pieces_equals_the_whole_file():
     whole = fbank(wav)
     assert (whole == whole.max() - 80.0).any()  # the top_db clip is active (the silence)
     for piece in (1, 2, 3, 7, 64, whole.shape[1] - 1):
-        pieces = longform.fbank_in_pieces(fbank, wav, piece_frames=piece)
-        torch.testing.assert_close(pieces, whole, atol=1e-4, rtol=0)
+        parts = pieces.fbank_in_pieces(fbank, wav, piece_frames=piece)
+        torch.testing.assert_close(parts, whole, atol=1e-4, rtol=0)
     assert fbank.compute_fbanks.top_db == 80.0  # switched back on
 
 
 def test_cnn_geometry_and_pieces_equal_the_whole_input():
     """Output frame j of two kernel-3, stride-2 blocks reads input frames 4j - 3 .. 4j + 3."""
     cnn = front_end().eval()
-    assert longform.cnn_geometry(cnn) == (3, 4)
-    assert longform.cnn_geometry(torch.nn.Identity()) is None
+    assert pieces.cnn_geometry(cnn) == (3, 4)
+    assert pieces.cnn_geometry(torch.nn.Identity()) is None
     torch.manual_seed(0)
     with torch.no_grad():
         for frames in (3, 5, 37, 301):
             feats = torch.randn(1, frames, N_MELS)
             whole = cnn(feats)
             for piece in (4, 8, 12, 200):
-                pieces = list(longform.cnn_pieces(cnn, feats, piece_frames=piece))
-                assert [start for start, _ in pieces] == [piece * k // 4 for k in range(len(pieces))]
-                torch.testing.assert_close(torch.cat([out for _, out in pieces], 1), whole, atol=1e-5, rtol=0)
+                parts = list(pieces.cnn_pieces(cnn, feats, piece_frames=piece))
+                assert [start for start, _ in parts] == [piece * k // 4 for k in range(len(parts))]
+                torch.testing.assert_close(torch.cat([out for _, out in parts], 1), whole, atol=1e-5, rtol=0)
 
 
 # --------------------------------------------------------------------------- #
@@ -165,7 +166,7 @@ def test_bounded_path_has_no_tensor_growing_with_the_length_but_the_waveform():
 @pytest.mark.parametrize("frames,window,overlap", [(1, 5, 2), (5, 5, 2), (6, 5, 2), (100, 30, 8), (101, 30, 0),
                                                    (1000, 750, 100), (757, 750, 100)])  # fmt: skip
 def test_segment_plan_tiles_every_frame_once(frames, window, overlap):
-    plan = longform.segment_plan(frames, window, overlap)
+    plan = segments.segment_plan(frames, window, overlap)
     assert plan[0][2] == 0 and plan[-1][3] == frames
     for (start, end, keep_start, keep_end), following in zip(plan, plan[1:] + [None]):
         assert 0 <= start <= keep_start < keep_end <= end <= frames and end - start == min(window, frames)
@@ -174,7 +175,7 @@ def test_segment_plan_tiles_every_frame_once(frames, window, overlap):
             assert end - following[0] >= overlap  # neighbours overlap at least `overlap`
             assert end - keep_end >= overlap // 2 and keep_end - following[0] >= overlap // 2  # cut at the middle
     with pytest.raises(ValueError, match="overlap"):
-        longform.segment_plan(10, 4, 4)
+        segments.segment_plan(10, 4, 4)
 
 
 def test_segments_stitch_back_the_frames_of_a_short_input():
@@ -183,9 +184,9 @@ def test_segments_stitch_back_the_frames_of_a_short_input():
     model = make_model("pom", "sentence", long_form="segments", segment_seconds=2.0, overlap_seconds=0.6)
     wav = speech_like(7.0)
     with torch.no_grad():
-        plain = LongFormSequential.one(model, wav)
+        plain = model.plain(wav)
         stitched = model(wav, torch.ones(1))
-        plan = longform.segment_plan(plain.shape[1], 50, 15)  # 2 s and 0.6 s of 40 ms frames
+        plan = segments.segment_plan(plain.shape[1], 50, 15)  # 2 s and 0.6 s of 40 ms frames
         assert len(plan) == 5 and stitched.shape == plain.shape
         for start, end, keep_start, keep_end in plan:
             alone = model.one(wav[:, start * 640 : min(wav.shape[1], end * 640)])
@@ -283,20 +284,20 @@ def test_long_form_options_are_checked(run, utterances):
 
 
 def test_exported_model_has_the_long_form_path(run, concatenation, tmp_path):
-    """hyperparams.yaml builds LongFormSequential with the long-form keys, which from_hparams overrides."""
+    """hyperparams.yaml builds pom.inference.CTCModel with the long-form keys, which from_hparams overrides."""
     from speechbrain.inference.ASR import EncoderASR
 
     out = tmp_path / "asr"
     assert export.main([run, str(out)]) == 0
     text = (out / "hyperparams.yaml").read_text()
-    assert "encoder: !new:pom.export.modules.LongFormSequential" in text and "long_form: auto" in text
+    assert "encoder: !new:pom.inference.CTCModel" in text and "long_form: auto" in text
 
     def load(**overrides):
         return EncoderASR.from_hparams(source=str(out), savedir=str(tmp_path / "save"), overrides=overrides,
                                        run_opts={"device": "cpu"})  # fmt: skip
 
     default, whole = load(), load(long_form="whole", long_seconds=1.0)
-    assert isinstance(default.mods.encoder, LongFormSequential) and default.mods.encoder.long_form == "auto"
+    assert isinstance(default.mods.encoder, CTCModel) and default.mods.encoder.long_form == "auto"
     assert (whole.mods.encoder.long_form, whole.mods.encoder.long_seconds) == ("whole", 1.0)
     wav = default.load_audio(concatenation[0]).unsqueeze(0)
     with torch.no_grad():

@@ -183,7 +183,7 @@ def test_streaming_mode_streams_a_causal_encoder(model, test_clean):
     ).eval()
     src = torch.randn(1, 11, 20)
     with torch.no_grad():
-        chunked = transcribe.encode_chunks(encoder, src, torch.ones(1), chunk_size=3)
+        chunked = encoder.forward_chunks(src, torch.ones(1), chunk_size=3)
         torch.testing.assert_close(chunked, encoder(src), atol=1e-5, rtol=1e-5)
 
     full, streamed = transcribe.Transcriber(model), transcribe.Transcriber(model, chunk_size=2)

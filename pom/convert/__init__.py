@@ -273,3 +273,39 @@ def convert_checkpoint(src, out_dir, degree=None, expansion=None, overwrite=Fals
     write_converted(out_dir, converted, norm_state, config, record, src, degree, expansion)
     logger.info(f"Converted the {FORMAT_NAMES[fmt]} {ckpt_dir} into {out_dir} (norm_type {norm_type})")
     return out_dir
+
+
+def find_or_convert(path, import_dir=None, **convert_options):
+    """:func:`pom.recipe.pretrained.find_pretrained`, a checkpoint of another code converted first.
+
+    A SpeechBrain BEST-RQ or PoM authors' checkpoint (:func:`detect_format`) found at
+    ``path`` is converted into ``import_dir`` once (a later call reuses the conversion
+    while the source files are unchanged) and the converted folder is returned;
+    ``convert_options`` (``degree=``, ``expansion=``) go to :func:`convert_checkpoint`.
+    Ours, with or without its configuration, and a ``model.ckpt`` of no known layout
+    are returned as found (loading then reports what does not fit).
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` does not exist or holds no ``model.ckpt``.
+    CheckpointFormatError
+        A foreign checkpoint with ``import_dir=None``, or one that cannot be converted.
+    """
+    from pom.recipe.pretrained import find_pretrained
+
+    found = find_pretrained(path)
+    if found is None or found["config"] is not None:
+        return found
+    try:
+        fmt = detect_format(found["dir"])
+    except CheckpointFormatError:
+        return found  # no known layout: loading reports the mismatch, as for ours without a configuration
+    if fmt == OURS:
+        return found
+    if import_dir is None:
+        raise CheckpointFormatError(
+            f"pretrained_path {found['dir']} is a {FORMAT_NAMES[fmt]}: give an import folder to convert it into "
+            "(find_or_convert(..., import_dir=...)), or convert it first with python -m pom.convert"
+        )
+    return find_pretrained(convert_checkpoint(found["dir"], import_dir, overwrite=True, **convert_options))

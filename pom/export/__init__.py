@@ -2,13 +2,15 @@
 
 ::
 
-    python -m pom.export RUN OUT [--decoding beam --beam_size 20 [--lm 4-gram.arpa]] [--all_layers]
+    python -m pom.export RUN OUT [--decoding beam --beam_size 20 [--lm 4-gram.arpa]] [--onnx] [--all_layers]
 
 * ``RUN`` a fine-tuning output folder -> ``OUT`` for
   ``speechbrain.inference.ASR.EncoderASR`` (``transcribe_file``,
   ``transcribe_batch``, ``encode_batch``: CTC log-probabilities); greedy
   decoding, or SpeechBrain's ``CTCBeamSearcher`` with ``--decoding beam``
-  (and a KenLM n-gram with ``--lm``). See :mod:`pom.export.asr`.
+  (and a KenLM n-gram with ``--lm``). See :mod:`pom.export.asr`. With ``--onnx``,
+  also ``model.onnx``, ``model.int8.onnx``, ``tokens.txt`` and their settings for
+  ONNX Runtime (:mod:`pom.export.onnx`; ``python -m pom.transcribe --onnx OUT``).
 * ``RUN`` a pre-training output folder (or its ``pretrained/`` or a ``CKPT+*``
   folder, or a checkpoint ``python -m pom.convert`` reads) -> ``OUT`` for
   ``speechbrain.inference.encoders.WaveformEncoder`` (``encode_file``,
@@ -39,10 +41,12 @@ import os
 import sys
 
 from pom.export.asr import INTERFACE as ASR_INTERFACE
-from pom.export.asr import FinetunedRun, export_finetuned, is_finetuning_run, write_asr_folder
+from pom.export.asr import export_finetuned
+from pom.export.asr_folder import write_asr_folder
 from pom.export.encoder import INTERFACE as ENCODER_INTERFACE
 from pom.export.encoder import export_pretrained
 from pom.export.hub import ExportError, usage_lines
+from pom.export.run import FinetunedRun, is_finetuning_run
 
 __all__ = [
     "ExportError",
@@ -58,7 +62,7 @@ __all__ = [
 
 
 def export_run(run, out, decoding="greedy", beam_size=None, lm_path=None, lm_alpha=None, lm_beta=None,
-               all_layers=False, overwrite=False):  # fmt: skip
+               all_layers=False, overwrite=False, onnx=False):  # fmt: skip
     """Exports ``run`` to ``out``: a fine-tuning run for ``EncoderASR``, anything
     else as a pre-trained encoder for ``WaveformEncoder``. Returns
     ``(out, interface)``, the interface's dotted name."""
@@ -68,8 +72,12 @@ def export_run(run, out, decoding="greedy", beam_size=None, lm_path=None, lm_alp
     if is_finetuning_run(run):
         if all_layers:
             raise ExportError("--all_layers is for a pre-trained encoder; a fine-tuning run exports an EncoderASR")
-        out = export_finetuned(run, out, decoding, beam_size, lm_path, lm_alpha, lm_beta, overwrite=overwrite)
+        out = export_finetuned(
+            run, out, decoding, beam_size, lm_path, lm_alpha, lm_beta, overwrite=overwrite, onnx=onnx
+        )
         return out, ASR_INTERFACE
+    if onnx:
+        raise ExportError(f"--onnx is for a fine-tuning run (a CTC model); {run} is not one")
     asr_options = {"--decoding beam": decoding != "greedy", "--beam_size": beam_size is not None, "--lm": lm_path}
     given = [option for option, value in asr_options.items() if value]
     if given:
@@ -97,16 +105,26 @@ def main(argv=None):
     parser.add_argument(
         "--all_layers", action="store_true", help="pre-trained encoder: encode_batch also returns every layer's output"
     )
+    parser.add_argument(
+        "--onnx",
+        action="store_true",
+        help="fine-tuning run: also model.onnx, model.int8.onnx, tokens.txt (ONNX Runtime)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     args = parser.parse_args(argv)
     try:
         out, interface = export_run(
             args.run, args.out, args.decoding, args.beam_size, args.lm, args.lm_alpha, args.lm_beta,
-            all_layers=args.all_layers, overwrite=args.overwrite,
+            all_layers=args.all_layers, overwrite=args.overwrite, onnx=args.onnx,
         )  # fmt: skip
     except ExportError as err:
         sys.exit(f"Error: {err}")
     example = next(name for name in sorted(os.listdir(out)) if name.startswith("example."))
     print(f"Exported {args.run} to {out} ({', '.join(sorted(os.listdir(out)))}). Load and use it with:\n")
     print("\n".join(usage_lines(interface, out, example)))
+    if args.onnx:
+        from pom.export.onnx import onnx_usage_lines
+
+        print("\nWith ONNX Runtime (no PyTorch):\n")
+        print("\n".join(onnx_usage_lines(out, example)))
     return 0

@@ -1,7 +1,7 @@
 """A pre-trained encoder as a SpeechBrain ``WaveformEncoder`` folder.
 
 :func:`export_pretrained` takes what ``--pretrained_path`` of the fine-tuning
-recipe takes (:func:`pom.recipe.pretrained.find_pretrained`: a pre-training
+recipe takes (:func:`pom.convert.find_or_convert`: a pre-training
 output folder, its ``save/`` or ``pretrained/`` folder, one ``CKPT+*`` folder,
 or a SpeechBrain BEST-RQ / PoM authors' checkpoint, converted on the way) and
 writes:
@@ -59,12 +59,11 @@ INTERFACE = "speechbrain.inference.encoders.WaveformEncoder"
 def find_encoder(path, import_dir):
     """``find_pretrained``'s dict for ``path`` (a foreign checkpoint converted into
     ``import_dir``) with its configuration read into ``"settings"``."""
-    from pom.convert import CheckpointFormatError
+    from pom.convert import CheckpointFormatError, find_or_convert
     from pom.recipe.checkpoints import EncoderConfig
-    from pom.recipe.pretrained import find_pretrained
 
     try:
-        found = find_pretrained(path, import_dir=import_dir)
+        found = find_or_convert(path, import_dir=import_dir)
     except (FileNotFoundError, CheckpointFormatError, ValueError) as err:
         raise ExportError(str(err)) from None
     if found is None:
@@ -139,7 +138,7 @@ def write_encoder_folder(found, folder, all_layers=False):
 def export_pretrained(path, out, all_layers=False, overwrite=False, verify=True):
     """Exports a pre-trained encoder to ``out`` (SpeechBrain's hub format, for ``WaveformEncoder``).
 
-    ``path``: see :func:`pom.recipe.pretrained.find_pretrained`. With
+    ``path``: see :func:`pom.convert.find_or_convert`. With
     ``all_layers``, ``encode_batch`` also returns every layer's output by
     default. With ``verify``, the folder must load strictly and encode the
     example into ``[1, T, d_model]`` before it is put in place. Returns the

@@ -50,6 +50,11 @@ FILE_NOTES = {
     "head.ckpt": "CTC head weights",
     "normalizer.ckpt": "feature normalisation statistics",
     "tokenizer.ckpt": "the tokenizer (SpeechBrain label encoder, or SentencePiece model)",
+    "model.onnx": "ONNX model: Fbank features (N, T, n_mels) + lengths -> CTC log-probabilities",
+    "model.int8.onnx": "the ONNX model with int8 matrix products (dynamic quantisation)",
+    "tokens.txt": "CTC labels for ONNX clients (symbol id; the space written as \u2581)",
+    "fbank.npz": "SpeechBrain's Fbank window and filters for pom.runtime.features (numpy)",
+    "onnx.json": "settings of pom.runtime.transcriber (features, frames, decoding)",
 }
 
 

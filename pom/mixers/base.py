@@ -74,6 +74,13 @@ class TokenMixer(nn.Module):
     #: :meth:`forward_streaming` is implemented.
     supports_streaming = False
 
+    def forward_bounded(self, x, chunk, **extras):
+        """The mixer on one long unpadded sequence ``x`` ``[1, T, d]`` (inference): the
+        numbers of ``forward(x)``, computed so that no intermediate wider than ``d`` grows
+        with ``T`` where the mixer allows it (``chunk`` frames at a time). This default is
+        ``forward`` itself; mixers with wide per-frame intermediates override it."""
+        return self(x, padding_mask=None, **extras)
+
     def forward_streaming(self, x, state=None, padding_mask=None):
         """Processes the next chunk ``x`` ``[B, c, d]`` given the ``state`` returned
         for the previous chunks (None at the start); returns ``(y, state)``.

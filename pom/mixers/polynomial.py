@@ -236,6 +236,23 @@ class PolynomialMixer(TokenMixer):
         y, state = self._mix(streaming_polynomial_mixing, x, padding_mask, chunk_size=chunk_size, state=state)
         return self.norm(y), state
 
+    def forward_bounded(self, x, chunk, **extras):
+        """One long unpadded sequence ``x`` ``[1, T, d]`` without ``[T, state_dim]`` tensors
+        (inference): a causal mixer through its streaming state ``chunk`` frames at a time,
+        a global one through the chunked op (the same function: the state in a first pass,
+        the gated read-out in a second), the output norm in chunks."""
+        if self.causal:  # running mean: the streaming state, chunk by chunk (the same function)
+            out, state = torch.empty_like(x), None
+            for start in range(0, x.shape[1], chunk):
+                out[:, start : start + chunk], state = self.forward_streaming(x[:, start : start + chunk], state)
+            return out
+        if self.implementation != "plain":  # already without the wide intermediates
+            return self(x)
+        z = self._mix(polynomial_mixing_op("chunked", self.polynomial_form), x, None, chunk_size=chunk)
+        for start in range(0, z.shape[1], chunk):
+            z[:, start : start + chunk] = self.norm(z[:, start : start + chunk])
+        return z
+
     def extra_repr(self):
         extra = ""
         if self.implementation != "plain":

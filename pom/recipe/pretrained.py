@@ -2,7 +2,7 @@
 
 * :func:`find_pretrained` -- turns ``--pretrained_path`` (a pre-training output
   folder, its ``save/`` folder, one ``CKPT+*`` folder, the exported
-  ``pretrained/`` folder, a foreign checkpoint to convert, or ``none``) into the
+  ``pretrained/`` folder, or ``none``; a foreign checkpoint is converted by the caller) into the
   files to load.
 * :func:`check_pretrained_config` -- compares the saved encoder configuration
   with the fine-tuning YAML's (:meth:`EncoderConfig.differences`).
@@ -42,7 +42,7 @@ def _is_checkpoint_dir(path):
     return os.path.isfile(os.path.join(path, "model.ckpt"))
 
 
-def find_pretrained(path, import_dir=None, **convert_options):
+def find_pretrained(path):
     """Resolves ``--pretrained_path``.
 
     Returns ``None`` for no pre-training (``none``, ``null``, empty), else a
@@ -54,20 +54,14 @@ def find_pretrained(path, import_dir=None, **convert_options):
     pre-training output folder (its latest checkpoint in ``save/``, else its
     ``pretrained/`` export).
 
-    A checkpoint of SpeechBrain's BEST-RQ recipe or of the PoM authors'
-    code (see :mod:`pom.convert`) is converted into ``import_dir`` once (a
-    later call reuses the conversion while the source files are unchanged)
-    and the converted folder is returned. ``convert_options`` (``degree=``,
-    ``expansion=``) go to :func:`pom.convert.convert_checkpoint`. A
-    ``model.ckpt`` of no known layout is returned as before (loading then
-    reports what does not fit).
+    A checkpoint of another code (SpeechBrain's BEST-RQ recipe, the PoM
+    authors') has no configuration here: its caller converts it first
+    (:func:`pom.convert.find_or_convert`, which calls this function).
 
     Raises
     ------
     FileNotFoundError
         ``path`` does not exist or holds no ``model.ckpt``.
-    pom.convert.CheckpointFormatError
-        A foreign checkpoint with ``import_dir=None``, or one that cannot be converted.
     """
     if path is None or str(path).strip().lower() in NO_PRETRAINING:
         return None
@@ -106,21 +100,6 @@ def find_pretrained(path, import_dir=None, **convert_options):
         config = next(
             (p for p in (os.path.join(os.path.dirname(chosen), "encoder_config.json"),) if os.path.isfile(p)), None
         )
-    if config is None:  # no configuration beside it: ours without one, or another code's checkpoint
-        from pom import convert
-
-        try:
-            fmt = convert.detect_format(chosen)
-        except convert.CheckpointFormatError:
-            fmt = None  # no known layout: loading reports the mismatch, as for ours without a configuration
-        if fmt not in (None, convert.OURS):
-            if import_dir is None:
-                raise convert.CheckpointFormatError(
-                    f"pretrained_path {chosen} is a {convert.FORMAT_NAMES[fmt]}: give an import folder to convert "
-                    "it into (find_pretrained(..., import_dir=...)), or convert it first with python -m pom.convert"
-                )
-            converted = convert.convert_checkpoint(chosen, import_dir, overwrite=True, **convert_options)
-            return find_pretrained(converted)
     return {
         "dir": chosen,
         "model": os.path.join(chosen, "model.ckpt"),

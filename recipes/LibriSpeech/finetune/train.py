@@ -57,6 +57,7 @@ from speechbrain.decoders.ctc import CTCBeamSearcher
 from speechbrain.utils.distributed import if_main_process, is_distributed_initialized, run_on_main
 from speechbrain.utils.logger import get_logger
 
+from pom.convert import find_or_convert
 from pom.data.librispeech import prepare_librispeech
 from pom.parameters import count_parameters
 from pom.recipe import checks
@@ -71,7 +72,7 @@ from pom.recipe.checkpoints import (
 from pom.recipe.checks import ConfigurationError
 from pom.recipe.files import atomic_write, write_json
 from pom.recipe.hparams import load_hparams, resolve_hparams_file, save_run_hparams
-from pom.recipe.pretrained import PretrainedMismatchError, check_pretrained_config, find_pretrained, load_pretrained
+from pom.recipe.pretrained import PretrainedMismatchError, check_pretrained_config, load_pretrained
 from pom.recipe.tokens import TOKEN_TYPES, CTCTokens
 from pom.recipe.tracking import Trackers, missing_packages
 
@@ -477,8 +478,8 @@ def main(argv):
             "path": hparams["pretrained_path"],
             "import_dir": os.path.join(hparams["output_folder"], "imported_encoder"),
         }
-        run_on_main(find_pretrained, kwargs=locate)
-        found = find_pretrained(**locate)
+        run_on_main(find_or_convert, kwargs=locate)
+        found = find_or_convert(**locate)
         if found is not None:
             check_pretrained_config(found, hparams["encoder_config"], hparams_file)
         fix_normalizer(hparams, found)
