@@ -9,6 +9,7 @@ end-to-end run.
 """
 
 import base64
+import doctest
 import hashlib
 import json
 import os
@@ -22,6 +23,12 @@ from benchmarks import gpu_bundle, gpu_imports, gpu_preflight, gpu_rehearsal, gp
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HERE = f"{sys.version_info.major}.{sys.version_info.minor}"
+
+
+@pytest.mark.parametrize("module", [gpu_imports, gpu_stages])
+def test_doctests(module):
+    result = doctest.testmod(module)
+    assert result.attempted > 0 and result.failed == 0
 
 
 # --------------------------------------------------------------------------- the import list
