@@ -205,18 +205,25 @@ def unpack_wheel(wheel, target):
 def install_bundle(folder, manifest, target, python=sys.executable):
     """Installs every wheel of the bundle into ``target``: ``pip install
     --no-index --no-deps --target`` (the bundle is the exact set), or unpacked
-    without pip. Returns how (one phrase); raises RuntimeError on failure."""
+    where there is no pip or pip fails. Returns how (one phrase); raises
+    RuntimeError when neither works."""
     wheels = [os.path.join(folder, "wheels", w["file"]) for w in manifest["wheels"]]
+    how = "unpacked: this Python has no pip"
     if has_pip(python):
         argv = [python, "-m", "pip", "install", "--no-index", "--no-deps", "--disable-pip-version-check", "-q"]
         proc = subprocess.run(argv + ["--target", target, *wheels], capture_output=True, text=True)
-        if proc.returncode != 0:
-            lines = [line for line in (proc.stderr + proc.stdout).splitlines() if line.strip()]
-            raise RuntimeError(f"pip install failed: {lines[-1] if lines else proc.returncode}")
-        return "pip --no-index --no-deps --target"
-    for wheel in wheels:
-        unpack_wheel(wheel, target)
-    return "unpacked: this Python has no pip"
+        if proc.returncode == 0:
+            return "pip --no-index --no-deps --target"
+        lines = [line for line in (proc.stderr + proc.stdout).splitlines() if line.strip()]
+        how = f"unpacked: pip failed ({lines[-1] if lines else proc.returncode})"
+        shutil.rmtree(target, ignore_errors=True)
+        os.makedirs(target)
+    try:
+        for wheel in wheels:
+            unpack_wheel(wheel, target)
+    except (OSError, zipfile.BadZipFile) as err:
+        raise RuntimeError(f"{how.split(': ', 1)[1]}; unpacking failed too: {err}") from None
+    return how
 
 
 def check_env(target):

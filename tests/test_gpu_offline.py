@@ -215,8 +215,23 @@ def test_bundle_install_then_import(tmp_path, monkeypatch, with_pip):
     assert proc.stdout.split() == ["42", "True"], proc.stderr
     with open(os.path.join(out, "wheels", manifest["wheels"][0]["file"]), "wb") as f:
         f.write(b"not a zip")
-    with pytest.raises((RuntimeError, zipfile.BadZipFile)):
+    with pytest.raises(RuntimeError, match="unpacking failed too: File is not a zip file"):
         gpu_preflight.install_bundle(out, manifest, str(target))
+
+
+def test_bundle_install_unpacks_where_pip_fails(tmp_path, monkeypatch):
+    out = str(tmp_path / "bundle")
+    manifest = gpu_bundle.build(out, HERE, corpus=False, fetch=fake_fetch, requirements={"pomtestpkg": "1.0"})
+    failing = tmp_path / "python"  # a Python whose pip exits 1 with a message
+    failing.write_text('#!/bin/sh\necho "ERROR: this pip cannot" >&2\nexit 1\n')
+    failing.chmod(0o755)
+    monkeypatch.setattr(gpu_preflight, "has_pip", lambda python=None: True)
+    target = tmp_path / "target"
+    target.mkdir()
+    how = gpu_preflight.install_bundle(out, manifest, str(target), python=str(failing))
+    assert how == "unpacked: pip failed (ERROR: this pip cannot)"
+    assert (target / "pomtestpkg" / "__init__.py").read_text() == "VALUE = 42\n"
+    assert (target / "pomtestpkg_extra.py").exists() and (target / "pomtestpkg-1.0.dist-info" / "METADATA").exists()
 
 
 # --------------------------------------------------------------------------- preflight
