@@ -71,7 +71,7 @@ gpu-bundle:
 
 # make gpu-check's offline path rehearsed on this machine (no GPU needed): a fresh venv holding only the
 # image's packages (from $(VENV), no download), a bundle for this Python, make gpu-check in it without
-# network; it must stop at "no CUDA GPU" (exit 2).
+# network (it must stop at "no CUDA GPU", exit 2), then the check's training runs, tiny, on the CPU.
 gpu-rehearsal:
 	@test -x $(PY) || $(MAKE) install
 	$(PY) -m benchmarks.gpu_rehearsal

@@ -12,10 +12,17 @@ machine without a GPU, as a GPU machine's image would meet it:
    bundle> GPU_OFFLINE=1`` with the network cut (``unshare -rn``: a user and
    network namespace, where the kernel allows it) and ``PIP_NO_INDEX=1``.
 
+4. ``CPU smoke``: the bundle installed as the preflight does, the training
+   stage's corpus command (the bundle's corpus, no espeak-ng on ``PATH``), its
+   first pre-training and fine-tuning at tiny sizes and a tiny ``pretrain_cost``
+   on the CPU, offline, with the image's packages and the bundle only: the
+   check's code runs, not only imports (FLAC through the bundle's libsndfile,
+   torchaudio's extension beside the image's torch, the recipes end to end).
+
 It passes when the preflight printed every item, installed the bundle and
-imported every module of the check's code path, and the check stopped at "no
-CUDA GPU" with exit status 2 (make reports ``Error 2``). Exit status 0 then, 1
-otherwise (what was missing on one line each).
+imported every module of the check's code path, the check stopped at "no CUDA
+GPU" with exit status 2 (make reports ``Error 2``), and every smoke command
+succeeded. Exit status 0 then, 1 otherwise (what was missing on one line each).
 
 Example
 -------
@@ -25,6 +32,7 @@ python -m benchmarks.gpu_rehearsal --keep --dir /tmp/rehearsal
 
 import argparse
 import importlib.metadata as metadata
+import json
 import os
 import shutil
 import subprocess
@@ -32,7 +40,7 @@ import sys
 import tempfile
 import time
 
-from benchmarks import gpu_imports
+from benchmarks import gpu_imports, gpu_preflight, gpu_stages
 
 REPO = gpu_imports.REPO
 #: the preflight's items, each on a line of its own
@@ -50,6 +58,15 @@ PREFLIGHT_ITEMS = (
     "running",
 )
 NO_GPU = "no CUDA GPU on this machine"
+#: the CPU smoke run: a tiny encoder (the packages are rehearsed, not the speed) and short runs
+SMOKE_MODEL = {"d_model": 32, "num_layers": 1, "d_ffn": 64, "kernel_size": 7, "cnn_channels": "(8,8)"}
+SMOKE_MODEL["cnn_output_size"] = 160
+SMOKE_CHANGES = {
+    "pretrain": {"precision": "fp32", "num_workers": 0, "max_batch_len": 40, "global_batch_seconds": 40},
+    "finetune": {"precision": "fp32", "num_workers": 0, "dnn_neurons": 32, "train_splits": "[train-clean-100]"},
+}
+SMOKE_CHANGES["pretrain"].update(cb_vocab=64, train_num_buckets=4, log_interval=2)
+SMOKE_LIMITS = {"pretrain_1": "--optimizer_step_limit=4", "finetune_1": "--number_of_epochs=1"}
 
 
 def top_level_entries(dist):
@@ -113,10 +130,48 @@ def clean_env(**extra):
 
 
 def network_cut():
-    """``["unshare", "-rn"]`` where a user and network namespace can be made, else []."""
-    if shutil.which("unshare") and subprocess.run(["unshare", "-rn", "true"], capture_output=True).returncode == 0:
-        return ["unshare", "-rn"]
+    """``[unshare, "-rn"]`` where a user and network namespace can be made, else []."""
+    unshare = shutil.which("unshare")
+    if unshare and subprocess.run([unshare, "-rn", "true"], capture_output=True).returncode == 0:
+        return [unshare, "-rn"]
     return []
+
+
+def smoke_commands(folder, python, corpus):
+    """``[(name, argv)]``: the training stage's corpus command, its first pre-training
+    and fine-tuning at tiny sizes on the CPU (short), and a tiny ``pretrain_cost``."""
+    commands = dict(gpu_stages.training_commands(folder, True, python, "cpu", SMOKE_MODEL, SMOKE_CHANGES, corpus))
+    smoke = [("corpus", commands["corpus"])]
+    for name, limit in SMOKE_LIMITS.items():
+        last = {arg.split("=", 1)[0]: arg for arg in commands[name][3:] + [limit]}  # a repeated option: the last
+        smoke.append((name, commands[name][:3] + list(last.values())))
+    cost = [python, "-m", "benchmarks.pretrain_cost", "--device", "cpu", "--threads", "1", "--tiny", "--steps", "1"]
+    cost += ["--warmup", "0", "--experiments", "pom", "--set", "max_batch_len=4", "global_batch_seconds=16"]
+    return smoke + [("pretrain_cost", cost + ["--out", os.path.join(folder, "pretrain_cost")])]
+
+
+def cpu_smoke(folder, python, bundle):
+    """Installs the bundle as the preflight does and runs :func:`smoke_commands`
+    offline with only the venv on ``PATH``; returns the problems (one line each)."""
+    with open(os.path.join(bundle, "manifest.json"), encoding="utf-8") as f:
+        manifest = json.load(f)
+    target = os.path.join(folder, "site")
+    os.makedirs(target, exist_ok=True)
+    gpu_preflight.install_bundle(bundle, manifest, target, python)
+    env = clean_env(PYTHONPATH=os.pathsep.join([target, REPO]), OMP_NUM_THREADS="1", PIP_NO_INDEX="1")
+    env["PATH"] = os.path.dirname(python)  # no espeak-ng, as on the GPU machine
+    log, problems = os.path.join(folder, "smoke.log"), []
+    for name, argv in smoke_commands(os.path.join(folder, "smoke"), python, os.path.join(bundle, "corpus")):
+        t0 = time.monotonic()
+        with open(log, "a", encoding="utf-8") as f:
+            f.write(f"\n$ {' '.join(argv)}\n")
+            f.flush()
+            code = subprocess.run(network_cut() + argv, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+        status = "ok" if code.returncode == 0 else f"exit status {code.returncode}: {gpu_stages.last_line(log)}"
+        print(f"[rehearsal] CPU smoke, {name}: {status} ({time.monotonic() - t0:.0f} s)", flush=True)
+        if code.returncode:
+            problems.append(f"CPU smoke, {name}: {status}")
+    return problems
 
 
 def judge(output, make_status):
@@ -175,13 +230,16 @@ def main(argv=None):
         t0 = time.monotonic()
         status, output = run_make(folder, python, bundle)
         times["make gpu-check"] = time.monotonic() - t0
+        t0 = time.monotonic()
+        smoke = cpu_smoke(folder, python, bundle)
+        times["CPU smoke"] = time.monotonic() - t0
     except (subprocess.CalledProcessError, RuntimeError, OSError) as err:
         print(f"[rehearsal] FAIL: {err}", file=sys.stderr)
         return 1
     finally:
         if not args.keep:
             shutil.rmtree(folder, ignore_errors=True)
-    problems = judge(output, status)
+    problems = judge(output, status) + smoke
     took = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in times.items())
     for problem in problems:
         print(f"[rehearsal] {problem}", file=sys.stderr)

@@ -335,6 +335,29 @@ def test_the_image_venv_holds_the_image_and_nothing_else(tmp_path):
     assert proc.stdout.split()[-1] == "[]" and proc.stdout.startswith("2.")
 
 
+def test_rehearsal_smoke_commands(tmp_path, monkeypatch):
+    """The CPU smoke run: the training stage's own commands, at tiny sizes and short,
+    on the bundle's corpus, and a tiny pretrain_cost that its parser accepts."""
+    commands = dict(gpu_rehearsal.smoke_commands(str(tmp_path), "/venv/bin/python", "/b/corpus"))
+    assert list(commands) == ["corpus", "pretrain_1", "finetune_1", "pretrain_cost"]
+    assert commands["corpus"][:5] == ["/venv/bin/python", "-m", "pom.data.synthetic", "--out", "/b/corpus"]
+    pre, fine = commands["pretrain_1"], commands["finetune_1"]
+    assert pre[1] == gpu_stages.PRETRAIN_SCRIPT and fine[1] == gpu_stages.FINETUNE_SCRIPT
+    for argv in (pre, fine):
+        keys = [a.split("=", 1)[0] for a in argv[3:]]
+        assert len(keys) == len(set(keys))  # each option once
+        assert "--device=cpu" in argv and "--data_folder=/b/corpus/LibriSpeech" in argv and "--d_model=32" in argv
+        assert "--mixer_options={degree: 2, expansion: 2, implementation: fused}" in argv
+    assert "--optimizer_step_limit=4" in pre and "--number_of_epochs=1" in fine and "--precision=fp32" in fine
+    import torch
+
+    from benchmarks import pretrain_cost
+
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)  # the parser sets the CPU threads
+    args = pretrain_cost.parse_args(commands["pretrain_cost"][3:])
+    assert args.tiny and args.device.type == "cpu" and args.experiments == ["pom"] and args.steps == 1
+
+
 def test_rehearsal_verdict():
     good = "\n".join(f"[preflight] {item}: x" for item in gpu_rehearsal.PREFLIGHT_ITEMS)
     good = good.replace("[preflight] imports: x", "[preflight] imports: 142 modules of the check's code path, ok (3 s)")

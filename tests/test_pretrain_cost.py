@@ -86,7 +86,17 @@ def test_projection():
     ]
 
 
-def test_a_tiny_run_through_the_recipes_step(tmp_path, capsys):
+@pytest.fixture
+def keep_threads():
+    """The script sets torch's CPU threads; give the test session its own back."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_a_tiny_run_through_the_recipes_step(tmp_path, capsys, keep_threads):
     """The real experiment files at tiny sizes, 4 s utterances, fp32 on CPU: each batch of
     the plan runs the recipe's fit_batch; the report and the targets follow from the rows."""
     out = tmp_path / "cost"
