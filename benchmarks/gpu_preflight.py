@@ -273,10 +273,12 @@ def preflight(bundle, check_args, python=sys.executable, run_check=True):
         say("torch", f"cannot be imported ({info['error']}) MISSING")
         return EXIT_STOPPED
     driver = driver_version()
-    if info.get("available"):
+    if info.get("device"):
         say("cuda device", f"{info['device']} ({info['capability']}, {info['memory_GiB']} GiB), driver {driver}")
     else:
-        why = next((w for w in info.get("warnings", []) if "driver" in w.lower()), "torch.cuda.is_available() is False")
+        why = info.get("error") or next(
+            (w for w in info.get("warnings", []) if "driver" in w.lower()), "torch.cuda.is_available() is False"
+        )
         say("cuda device", f"none ({why}; driver {driver or 'not found'}) MISSING")
     say("torch", f"{info['torch']} (CUDA {info['cuda']})")
     triton_error = "not installed: the fused PoM cannot run its kernels"
