@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint format demo gpu-check clean-venv system-deps
+.PHONY: install test lint format demo gpu-check gpu-bundle gpu-rehearsal clean-venv system-deps
 
 install: $(STAMP)
 
@@ -47,10 +47,36 @@ format: install
 demo: install
 	$(PY) -m pom.demo $(DEMO_ARGS)
 
-# On a machine with a GPU: kernels, short training runs and the efficiency targets in under
-# 10 minutes; results and a PASS/FAIL summary under benchmarks/runs/<gpu name>/.
-gpu-check: install
-	$(PY) benchmarks/gpu_check.py
+# On a machine with a GPU: kernels, short training runs, the cost of the paper's pre-training and
+# the efficiency targets in 8 minutes (GPU_CHECK_ARGS=--quick: 4); results and a PASS/FAIL summary
+# under benchmarks/runs/<gpu name>/. Where $(GPU_PYTHON) has a CUDA torch and the bundle is there
+# (or every package is), no install and no network: benchmarks/gpu_preflight.py checks the machine,
+# installs the bundle into a temporary folder and runs the check. Otherwise: make install, then the check.
+GPU_PYTHON ?= python3
+GPU_BUNDLE ?= gpu-bundle
+GPU_BUNDLE_PYTHON ?= 3.12
+GPU_CHECK_ARGS ?=
+gpu-check:
+	@if $(GPU_PYTHON) -m benchmarks.gpu_preflight --decide --bundle "$(GPU_BUNDLE)"; then \
+		$(GPU_PYTHON) -m benchmarks.gpu_preflight --bundle "$(GPU_BUNDLE)" $(GPU_CHECK_ARGS); \
+	elif [ -n "$(GPU_OFFLINE)" ]; then \
+		echo "gpu-check: GPU_OFFLINE is set: no make install" >&2; exit 3; \
+	else \
+		$(MAKE) install && $(PY) -m benchmarks.gpu_check $(GPU_CHECK_ARGS); \
+	fi
+
+# Where the network is: the wheels the GPU image lacks (CPython $(GPU_BUNDLE_PYTHON), manylinux x86-64)
+# and the check's synthetic corpus, in $(GPU_BUNDLE)/ (git-ignored, at most 48 MiB) for make gpu-check.
+gpu-bundle:
+	@test -x $(PY) || $(MAKE) install
+	$(PY) -m benchmarks.gpu_bundle --out "$(GPU_BUNDLE)" --python-version $(GPU_BUNDLE_PYTHON)
+
+# make gpu-check's offline path rehearsed on this machine (no GPU needed): a fresh venv holding only the
+# image's packages (from $(VENV), no download), a bundle for this Python, make gpu-check in it without
+# network (it must stop at "no CUDA GPU", exit 2), then the check's training runs, tiny, on the CPU.
+gpu-rehearsal:
+	@test -x $(PY) || $(MAKE) install
+	$(PY) -m benchmarks.gpu_rehearsal
 
 clean-venv:
 	rm -rf $(VENV)

@@ -12,7 +12,8 @@ feature extraction is not timed):
 * ``train``: one training step, forward + backward of ``mean(out^2)`` in train
   mode (no optimizer step; the parameter gradients count as memory).
 
-GPU (``--device cuda``): bf16 autocast, batch 6, 10 to 600 s, median of
+GPU (``--device cuda``): each model is built once and measured at every
+length in one process; bf16 autocast, batch 6, 10 to 600 s, median of
 ``--repeats`` runs timed with CUDA events after ``--warmup`` runs, memory =
 ``torch.cuda.max_memory_allocated()`` above what is allocated before the run
 (weights and input). Out of memory is a result (status ``oom``), not a crash.
@@ -86,52 +87,83 @@ def make_step(model, feats, lens, mode, grad, device, dtype):
     return step
 
 
-def run_config(cfg):
-    """Measures one (model, mode, seconds) configuration; returns a CSV row.
-    Every failure is a result: ``oom``, or ``error: <type>: <message>``."""
+def new_row(cfg, seconds):
+    """The CSV row of one configuration, nothing measured yet."""
+    infer_graphs = cfg.get("cuda_graphs") and cfg["mode"] == "infer"
+    row = {key: cfg[key] for key in ("mixer", "mode", "batch", "dtype", "device")}
+    row.update(seconds=seconds, grad=int(cfg["mode"] == "infer" and cfg["grad"]))
+    row.update(frames=seconds * common.FRAMES_PER_SECOND // 4, status="ok", time_ms=math.nan, time_ms_min=math.nan)
+    row.update(memory_MiB=math.nan, source="", params_M=math.nan)
+    options = [("cuda-graphs", infer_graphs), ("compile", cfg.get("compile")), ("no-lens", cfg.get("no_lens"))]
+    row["options"] = "+".join(name for name, on in options if on)
+    return row
+
+
+def failure(err):
+    """A row status for an exception: ``oom``, or ``error: <type>: <message>``."""
+    return "oom" if common.is_oom(err) else f"error: {type(err).__name__}: {str(err).splitlines()[0][:160]}"
+
+
+def run_lengths(cfg, lengths, on_row=None):
+    """Measures one model and mode at every input length of ``lengths``; the
+    model is built once (from its YAML file) and reused. Returns the CSV rows;
+    every failure is a result (``oom``, ``error: ...``), and a model that cannot
+    be built fails every length. ``on_row(row)`` is called after each length."""
     device = torch.device(cfg["device"])
     dtype = common.DTYPES[cfg["dtype"]]
     infer_graphs = cfg.get("cuda_graphs") and cfg["mode"] == "infer"
-    row = {key: cfg[key] for key in ("mixer", "mode", "seconds", "batch", "dtype", "device")}
-    row.update(grad=int(cfg["mode"] == "infer" and cfg["grad"]), frames=cfg["seconds"] * common.FRAMES_PER_SECOND // 4)
-    row.update(status="ok", time_ms=math.nan, time_ms_min=math.nan, memory_MiB=math.nan, source="", params_M=math.nan)
-    options = [("cuda-graphs", infer_graphs), ("compile", cfg.get("compile")), ("no-lens", cfg.get("no_lens"))]
-    row["options"] = "+".join(name for name, on in options if on)
-    model = feats = step = None
+    rows = [new_row(cfg, seconds) for seconds in lengths]
+    model = None
     try:
-        row["source"] = common.describe(cfg["mixer"], cfg.get("layers"), cfg.get("chunk_size"))
+        source = common.describe(cfg["mixer"], cfg.get("layers"), cfg.get("chunk_size"))
         model, _ = common.build_model(cfg["mixer"], cfg.get("layers"), cfg.get("chunk_size"))
-        row["params_M"] = round(count_parameters(model) / 1e6, 2)
+        params = round(count_parameters(model) / 1e6, 2)
         model = model.to(device)
         if cfg.get("compile"):
             model = torch.compile(model, mode="reduce-overhead" if infer_graphs else None, dynamic=False)
-        torch.manual_seed(0)
-        feats = torch.randn(cfg["batch"], cfg["seconds"] * common.FRAMES_PER_SECOND, common.N_MELS, device=device)
-        lens = None if cfg.get("no_lens") else torch.ones(cfg["batch"], device=device)
-        step = make_step(model, feats, lens, cfg["mode"], cfg["grad"], device, dtype)
-        if device.type == "cuda":
-            base = common.cuda_memory_base()  # before any capture: a graph's memory pool counts
-            if infer_graphs and not cfg.get("compile") and not cfg["grad"]:
-                step = common.cuda_graph_step(step)
-            times, peak = common.measure_cuda(step, cfg["repeats"], cfg["warmup"], base)
-        else:
-            torch.set_num_threads(cfg["threads"])
-            times, peak = common.measure_cpu(step, cfg["repeats"], cfg["warmup"])
-        row.update(
-            time_ms=round(1000 * statistics.median(times), 2),
-            time_ms_min=round(1000 * min(times), 2),
-            memory_MiB=round(peak / 2**20, 1),
-        )
     except Exception as err:  # noqa: BLE001 -- every failure is a recorded result
-        row["status"] = (
-            "oom" if common.is_oom(err) else f"error: {type(err).__name__}: {str(err).splitlines()[0][:160]}"
-        )
-    finally:
-        if device.type == "cuda":  # the next configuration starts from an empty allocator
-            model = feats = step = None  # noqa: F841
+        for row in rows:
+            row["status"] = failure(err)
+            if on_row:
+                on_row(row)
+        return rows
+    for row in rows:
+        row.update(source=source, params_M=params)
+        feats = step = None
+        try:
+            torch.manual_seed(0)
+            feats = torch.randn(cfg["batch"], row["seconds"] * common.FRAMES_PER_SECOND, common.N_MELS, device=device)
+            lens = None if cfg.get("no_lens") else torch.ones(cfg["batch"], device=device)
+            step = make_step(model, feats, lens, cfg["mode"], cfg["grad"], device, dtype)
+            if device.type == "cuda":
+                base = common.cuda_memory_base()  # before any capture: a graph's memory pool counts
+                if infer_graphs and not cfg.get("compile") and not cfg["grad"]:
+                    step = common.cuda_graph_step(step)
+                times, peak = common.measure_cuda(step, cfg["repeats"], cfg["warmup"], base)
+            else:
+                torch.set_num_threads(cfg["threads"])
+                times, peak = common.measure_cpu(step, cfg["repeats"], cfg["warmup"])
+            row.update(
+                time_ms=round(1000 * statistics.median(times), 2),
+                time_ms_min=round(1000 * min(times), 2),
+                memory_MiB=round(peak / 2**20, 1),
+            )
+        except Exception as err:  # noqa: BLE001 -- every failure is a recorded result
+            row["status"] = failure(err)
+        finally:  # the next length starts from the weights alone: no gradients, an empty allocator
+            feats = step = None  # noqa: F841
+            model.zero_grad(set_to_none=True)
             gc.collect()
-            torch.cuda.empty_cache()
-    return row
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+        if on_row:
+            on_row(row)
+    return rows
+
+
+def run_config(cfg):
+    """Measures one (model, mode, seconds) configuration; returns a CSV row."""
+    return run_lengths(cfg, [cfg["seconds"]])[0]
 
 
 def run_config_subprocess(cfg, timeout):
@@ -308,35 +340,41 @@ def main(argv=None):
     env = common.environment(device)
     modes = ["infer", "train"] if args.mode == "both" else [args.mode]
     results = []
+
+    def record(row, started):
+        results.append(row)
+        print(
+            f"{row['mode']:5s} {row['mixer']:15s} {row['seconds']:4d} s: {row['status']:4s} {row.get('time_ms', '')} "
+            f"ms {row.get('memory_MiB', '')} MiB ({time.time() - started[0]:.0f} s wall)",
+            flush=True,
+        )
+        started[0] = time.time()
+        write_csv(results, os.path.join(args.out, "efficiency.csv"))
+
     for mode in modes:
         for mixer in args.mixers:
-            for seconds in args.seconds:
-                cfg = dict(
-                    mixer=mixer,
-                    mode=mode,
-                    seconds=seconds,
-                    batch=args.batch,
-                    dtype=args.dtype,
-                    device=args.device,
-                    grad=args.grad,
-                    repeats=args.repeats,
-                    warmup=args.warmup,
-                    layers=args.layers,
-                    chunk_size=args.chunk_size,
-                    cuda_graphs=args.cuda_graphs,
-                    compile=args.compile,
-                    threads=args.threads,
-                    no_lens=args.no_lens,
-                )
-                t0 = time.time()
-                row = run_config_subprocess(cfg, args.timeout) if device.type == "cpu" else run_config(cfg)
-                results.append(row)
-                print(
-                    f"{mode:5s} {mixer:15s} {seconds:4d} s: {row['status']:4s} {row.get('time_ms', '')} ms "
-                    f"{row.get('memory_MiB', '')} MiB ({time.time() - t0:.0f} s wall)",
-                    flush=True,
-                )
-                write_csv(results, os.path.join(args.out, "efficiency.csv"))
+            cfg = dict(
+                mixer=mixer,
+                mode=mode,
+                batch=args.batch,
+                dtype=args.dtype,
+                device=args.device,
+                grad=args.grad,
+                repeats=args.repeats,
+                warmup=args.warmup,
+                layers=args.layers,
+                chunk_size=args.chunk_size,
+                cuda_graphs=args.cuda_graphs,
+                compile=args.compile,
+                threads=args.threads,
+                no_lens=args.no_lens,
+            )
+            started = [time.time()]
+            if device.type == "cpu":  # one process per configuration: its own peak RSS
+                for seconds in args.seconds:
+                    record(run_config_subprocess(dict(cfg, seconds=seconds), args.timeout), started)
+            else:  # one model per mixer, reused at every length
+                run_lengths(cfg, args.seconds, on_row=lambda row: record(row, started))
     title = (
         f"{env['device']} | batch {args.batch}, {args.dtype}"
         + (", autograd on" if args.grad else "")

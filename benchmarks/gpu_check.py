@@ -1,36 +1,43 @@
-#!/usr/bin/env python
-"""One command that proves the GPU path (``make gpu-check``), in under 10 minutes on one H100.
+"""One command that proves the GPU path (``make gpu-check``), in 8 minutes on one H100.
 
-Stages, each a subprocess with a time budget (``STAGES``; a stage over its
-budget is killed and recorded as FAIL, with what it had measured; the next
-stages still run):
+Stages, each a subprocess with a time budget (``gpu_stages.STAGES``; a stage
+over its budget is killed and recorded as FAIL, with what it had measured; the
+next stages still run; no stage starts once the whole check's budget is spent):
 
 1. ``check``: chunked and fused PoM against plain PoM on CUDA, fp32 and bf16,
    outputs and gradients (``benchmarks/check.py``'s functions, in a fresh
    process: the fused kernels' first compiled run);
-2. ``train``: a synthetic corpus (``pom.data.synthetic``, 0.3 h), BEST-RQ
-   pre-training in bf16 through the real recipe (``hparams/pretrain/pom.yaml``,
-   small sizes on the command line) run twice, to a step limit and then to a
-   higher one (it must resume from the saved step), then CTC fine-tuning in fp16
-   (``hparams/finetune/pom.yaml``) run for one epoch and then resumed for more;
-3. ``figure2_infer``, ``figure2_train``: ``benchmarks/efficiency.py``, batch 6,
+2. ``train``: a synthetic corpus (``pom.data.synthetic``, 0.3 h, or the one of
+   the offline bundle), BEST-RQ pre-training in bf16 through the real recipe
+   (``hparams/pretrain/pom.yaml``, small sizes and the fused PoM on the command
+   line) run twice, to a step limit and then to a higher one (it must resume
+   from the saved step), then CTC fine-tuning in fp16 (``hparams/finetune/pom.yaml``)
+   run for one epoch and then resumed for more;
+3. ``pretrain_cost``: ``benchmarks/pretrain_cost.py``, the paper's PoM,
+   RelPosMHAXL and SummaryMixing configurations at full size, per-GPU batch and
+   precision, and the projected wall time of their pre-training on 1, 2 and 8 GPUs;
+4. ``figure2_infer``, ``figure2_train``: ``benchmarks/efficiency.py``, batch 6,
    10-80 s, bf16, inference and one training step; ``paper``: the paper's
    protocol (forward with autograd on, fp16); ``long``: one utterance of
    300-1200 s at batch 1; ``floor``: ``benchmarks/floor.py``, one PoM layer
    against its bf16 floor.
 
-The targets (``benchmarks/targets.py``) are judged from the measured rows and
-written to ``summary.md`` and ``summary.json`` with PASS / FAIL and the numbers.
-Everything goes under ``benchmarks/runs/<gpu name>/`` (``--out``); the corpus
-and the recipes' checkpoints under its ``work/`` folder, which git ignores.
-Exit status: 0 if every target passed and every stage finished, 1 otherwise,
-2 without a GPU (one line, nothing run).
+The targets (``benchmarks/targets.py``, ``pretrain_cost.judge``) are judged from
+the measured rows and written to ``summary.md`` and ``summary.json`` with PASS /
+FAIL and the numbers. Everything goes under ``benchmarks/runs/<gpu name>/``
+(``--out``); the corpus and the recipes' checkpoints under its ``work/``
+folder, which git ignores. Exit status: 0 if every target passed and every
+stage finished, 1 otherwise, 2 without a GPU (one line, nothing run).
+
+``make gpu-check`` runs this after its preflight (``benchmarks/gpu_preflight.py``:
+the machine, the offline bundle, the imports), which passes ``--corpus`` and
+what is left of the time as ``--budget-s``.
 
 Examples
 --------
-python benchmarks/gpu_check.py                  # or: make gpu-check
-python benchmarks/gpu_check.py --quick          # fewer lengths, steps and repeats (about 6 minutes at most)
-python benchmarks/gpu_check.py --stages long floor --out /tmp/gpu-check
+python -m benchmarks.gpu_check                  # or: make gpu-check
+python -m benchmarks.gpu_check --quick          # fewer lengths, steps and repeats (under 4 minutes)
+python -m benchmarks.gpu_check --stages long floor --out /tmp/gpu-check
 """
 
 import argparse
@@ -44,17 +51,15 @@ import subprocess
 import sys
 import time
 
-if __name__ == "__main__" and not __package__:  # `python benchmarks/gpu_check.py`: the repo root holds the package
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from benchmarks import targets as T  # noqa: E402
-from benchmarks.gpu_reports import (  # noqa: E402
+from benchmarks import targets as T
+from benchmarks.gpu_reports import (
+    judge_fused_training,
     read_efficiency_rows,
     read_json,
     write_json,
     write_summary,
 )
-from benchmarks.gpu_stages import (  # noqa: E402
+from benchmarks.gpu_stages import (
     DEFAULT_POM,
     STAGE_NAMES,
     STAGES,
@@ -67,8 +72,9 @@ from benchmarks.gpu_stages import (  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUNS = os.path.join(REPO, "benchmarks", "runs")
-#: the whole check stops starting new work after this many seconds (stage budgets add up to less)
-TOTAL_BUDGET_S = 570
+#: the whole check's budget, seconds (full, --quick): the stages' budgets add up to it
+TOTAL_BUDGET_S = sum(s.budget_s for s in STAGES)
+QUICK_TOTAL_BUDGET_S = sum(s.quick_budget_s for s in STAGES)
 
 
 def safe_name(gpu_name):
@@ -86,9 +92,9 @@ def default_out(gpu_name):
 class Context:
     """What every stage needs: output folder, options, the commands."""
 
-    def __init__(self, out, quick=False, pom=DEFAULT_POM, python=sys.executable):
+    def __init__(self, out, quick=False, pom=DEFAULT_POM, python=sys.executable, corpus=None):
         self.out, self.quick, self.pom, self.python = out, quick, pom, python
-        self.commands = stage_commands(out, quick, pom, python)
+        self.commands = stage_commands(out, quick, pom, python, corpus)
 
     def log(self, stage):
         return os.path.join(self.out, "logs", f"{stage}.log")
@@ -122,7 +128,7 @@ def run_training(ctx, deadline):
         problem = run_command(name, argv, ctx.log("train"), deadline)
         if problem:
             break  # each command needs the previous one's output
-    data = read_training(ctx.out, ctx.quick)
+    data = read_training(ctx.out, ctx.quick, ctx.log("train"))
     copies = {"pretrain/train_steps_log.txt": "pretrain_steps_log.txt", "finetune/train_log.txt": "finetune_log.txt"}
     for src, dst in copies.items():
         if os.path.exists(os.path.join(work, src)):
@@ -140,6 +146,8 @@ def run_efficiency(stage):
         problem = run_command(name, argv, ctx.log(stage), deadline)
         if stage == "floor":
             return read_json(os.path.join(folder, "floor.json"), "rows"), problem
+        if stage == "pretrain_cost":
+            return read_json(os.path.join(folder, "pretrain_cost.json")), problem
         rows = read_efficiency_rows(os.path.join(folder, "efficiency.csv"))
         if stage.startswith("figure2_"):
             merge_figure2(ctx.out)
@@ -180,7 +188,9 @@ def judges(ctx):
         "train": lambda data: (
             T.judge_pretraining((data or {}).get("pretrain"), "train")
             + T.judge_finetuning((data or {}).get("finetune"), "train")
+            + judge_fused_training((data or {}).get("fused"), "train")
         ),
+        "pretrain_cost": lambda data: judge_pretrain_cost(data, plan["cost_experiments"]),
         "figure2_infer": lambda rows: (
             T.judge_pom_vs_summarymixing(rows, "infer", "inference, bf16, batch 6", seconds, pom, "figure2_infer")
             + T.judge_memory_ratio(
@@ -201,6 +211,12 @@ def judges(ctx):
     }
 
 
+def judge_pretrain_cost(data, experiments):
+    from benchmarks import pretrain_cost  # torch and the recipes: only when judged
+
+    return pretrain_cost.judge(data, "pretrain_cost", experiments)
+
+
 def runners():
     return {
         "check": run_check,
@@ -209,12 +225,14 @@ def runners():
     }
 
 
-def run_stages(ctx, stages, run=None, judge=None, clock=time.monotonic, on_progress=None, total_budget=TOTAL_BUDGET_S):
+def run_stages(ctx, stages, run=None, judge=None, clock=time.monotonic, on_progress=None, total_budget=None):
     """Runs ``stages`` (names) in order, each under its budget (and the total's),
     and judges each from what it measured, whatever happened to the others.
     Returns ``(stage records, targets)``; ``on_progress(records, targets)`` is
     called after every stage (the summary is rewritten then)."""
     run, judge = run or runners(), judge or judges(ctx)
+    if total_budget is None:
+        total_budget = QUICK_TOTAL_BUDGET_S if ctx.quick else TOTAL_BUDGET_S
     budgets = {s.name: (s.quick_budget_s if ctx.quick else s.budget_s) for s in STAGES}
     descriptions = {s.name: s.what for s in STAGES}
     start = clock()
@@ -333,6 +351,13 @@ def parse_args(argv=None):
         default=DEFAULT_POM,
         help=f"the PoM model the efficiency targets judge (default {DEFAULT_POM})",
     )
+    p.add_argument("--corpus", help="a folder holding a synthetic LibriSpeech/ made in advance (the bundle's)")
+    p.add_argument(
+        "--budget-s",
+        type=float,
+        help=f"seconds for all the stages (default {TOTAL_BUDGET_S}, --quick {QUICK_TOTAL_BUDGET_S}; the preflight "
+        "passes what is left of the whole check's 8 or 4 minutes)",
+    )
     p.add_argument("--worker", choices=["check"], help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -355,13 +380,17 @@ def main(argv=None):
     stages = [name for name in STAGE_NAMES if name in args.stages]
     env.update(
         date=datetime.date.today().isoformat(),
-        command="python " + " ".join([os.path.relpath(os.path.abspath(sys.argv[0]), REPO)] + sys.argv[1:]),
+        command=shlex.join(["python", "-m", "benchmarks.gpu_check", *(sys.argv[1:] if argv is None else argv)]),
         quick=args.quick,
         pom=args.pom,
         out=out,
         wall_s=0.0,
     )
-    ctx = Context(out, args.quick, args.pom)
+    ctx = Context(out, args.quick, args.pom, corpus=args.corpus and os.path.abspath(args.corpus))
+    total = QUICK_TOTAL_BUDGET_S if args.quick else TOTAL_BUDGET_S
+    if args.budget_s is not None:
+        total = min(total, args.budget_s)
+    env["budget_s"] = total
     os.makedirs(out, exist_ok=True)
     write_json(os.path.join(out, "commands.json"), {s: {n: shlex.join(a) for n, a in ctx.commands[s]} for s in stages})
     print(f"[gpu-check] {env['device']}: {len(stages)} stages into {out}", flush=True)
@@ -371,7 +400,7 @@ def main(argv=None):
         env["wall_s"] = round(time.monotonic() - start, 1)
         write_summary(out, env, records, found, complete=False)
 
-    records, found = run_stages(ctx, stages, on_progress=progress)
+    records, found = run_stages(ctx, stages, on_progress=progress, total_budget=total)
     env["wall_s"] = round(time.monotonic() - start, 1)
     ok = write_summary(out, env, records, found)
     with open(os.path.join(out, "summary.md"), encoding="utf-8") as f:

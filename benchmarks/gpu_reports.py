@@ -25,6 +25,9 @@ from benchmarks import targets as T
 
 #: warnings of SpeechBrain and of the recipes about non-finite values
 NONFINITE_WARNINGS = ("Loss is not finite", "Patience not yet exhausted", "contain NaN or Inf", "Non-finite")
+#: the fused PoM's warning when it cannot run its Triton kernels (pom/ops/polynomial/fused.py)
+FUSED_FALLBACK_WARNING = "using the chunked PyTorch path"
+IMPLEMENTATION = re.compile(r"^\s*implementation:\s*([A-Za-z_]+)", re.MULTILINE)
 
 
 # --------------------------------------------------------------------------- #
@@ -99,6 +102,25 @@ def read_train_log(path):
     return epochs
 
 
+def read_implementation(path):
+    """The PoM ``implementation`` of a recipe's saved ``hyperparams.yaml`` (``"plain"``
+    when the file names none; None when there is no file)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            found = IMPLEMENTATION.findall(f.read())
+    except OSError:
+        return None
+    return found[-1] if found else "plain"
+
+
+def count_lines(path, text):
+    """Lines of a file holding ``text`` (0 without the file)."""
+    if not path or not os.path.exists(path):
+        return 0
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return sum(text in line for line in f)
+
+
 def count_nonfinite_warnings(*paths):
     count = 0
     for path in paths:
@@ -125,6 +147,20 @@ def read_json(path, key=None):
     except (OSError, ValueError):
         return None
     return data.get(key) if key and isinstance(data, dict) else data
+
+
+def judge_fused_training(fused, stage="train"):
+    """The training stage trained PoM through the fused Triton kernels: both
+    recipes' saved hyperparameters say ``implementation: fused`` and the log has
+    no fallback warning."""
+    fused = fused or {}
+    ok = fused.get("pretrain") == fused.get("finetune") == "fused" and not fused.get("fallback_warnings")
+    measured = (
+        f"pre-training: {fused.get('pretrain') or 'not run'}, fine-tuning: {fused.get('finetune') or 'not run'}; "
+        f"fallback warnings: {fused.get('fallback_warnings', 0)}"
+    )
+    claim = "both recipes train the PoM through the fused Triton kernels (no fallback to the chunked path)"
+    return [T.target("train_fused", stage, claim, ok, measured)]
 
 
 # --------------------------------------------------------------------------- #

@@ -3,10 +3,14 @@ overrides of its short training runs, the command lines of every stage, and
 running a command under a deadline (``benchmarks/gpu_check.py`` runs them and
 judges the results).
 
+Every command is ``python -m <module>`` or a recipe script, run from the
+repository root (the preflight of ``make gpu-check`` puts the root and the
+installed bundle on ``PYTHONPATH``).
+
 Example
 -------
->>> [stage.name for stage in STAGES][:2]
-['check', 'train']
+>>> [stage.name for stage in STAGES][:3]
+['check', 'train', 'pretrain_cost']
 >>> overrides({"lr": 0.1}, {"lr": 0.2, "seed": 3})
 ['--lr=0.2', '--seed=3']
 """
@@ -19,26 +23,35 @@ import subprocess
 import sys
 import time
 
-from benchmarks.gpu_reports import checkpoint_steps, count_nonfinite_warnings, read_steps_log, read_train_log
+from benchmarks.gpu_reports import (
+    FUSED_FALLBACK_WARNING,
+    checkpoint_steps,
+    count_lines,
+    count_nonfinite_warnings,
+    read_implementation,
+    read_steps_log,
+    read_train_log,
+)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-GPU_CHECK_SCRIPT = os.path.join(REPO, "benchmarks", "gpu_check.py")  # its --worker mode runs the check stage
 PRETRAIN_SCRIPT = os.path.join(REPO, "recipes", "LibriSpeech", "pretrain", "train.py")
 FINETUNE_SCRIPT = os.path.join(REPO, "recipes", "LibriSpeech", "finetune", "train.py")
 
 #: the PoM model the efficiency targets judge (benchmarks/common.py names); --pom changes it
 DEFAULT_POM = "pom_fused"
 
-Stage = collections.namedtuple("Stage", "name budget_s quick_budget_s what")
-#: stage name -> budgets in seconds (full, --quick) and what it runs; in this order
+Stage = collections.namedtuple("Stage", "name budget_s quick_budget_s expected_s quick_expected_s what")
+#: the stages in order: budgets (full, --quick: the stage is killed there) and the expected times
+#: (estimates from H100 timings of these encoders, before any run of this check on a GPU), in seconds
 STAGES = [
-    Stage("check", 60, 60, "chunked and fused PoM vs plain PoM on CUDA, fp32 and bf16 (check.py)"),
-    Stage("train", 210, 120, "synthetic corpus, BEST-RQ pre-training (bf16) and CTC fine-tuning (fp16), resumed"),
-    Stage("figure2_infer", 55, 35, "efficiency.py: inference, bf16, batch 6, 10-80 s"),
-    Stage("figure2_train", 80, 45, "efficiency.py: training step, bf16, batch 6, 10-80 s"),
-    Stage("paper", 50, 30, "efficiency.py: the paper's protocol, forward with autograd on, fp16, batch 6"),
-    Stage("long", 45, 30, "efficiency.py: one long utterance, batch 1, 300-1200 s"),
-    Stage("floor", 40, 30, "floor.py: one PoM layer against its bf16 floor, batch 6, 80 s"),
+    Stage("check", 45, 25, 30, 20, "chunked and fused PoM vs plain PoM on CUDA, fp32 and bf16 (check.py)"),
+    Stage("train", 125, 75, 90, 60, "BEST-RQ pre-training (bf16) and CTC fine-tuning (fp16), fused PoM, resumed"),
+    Stage("pretrain_cost", 60, 20, 40, 15, "pretrain_cost.py: the paper's configurations, full size and batch, fp16"),
+    Stage("figure2_infer", 40, 19, 30, 15, "efficiency.py: inference, bf16, batch 6, 10-80 s"),
+    Stage("figure2_train", 55, 20, 45, 16, "efficiency.py: training step, bf16, batch 6, 10-80 s"),
+    Stage("paper", 40, 15, 30, 12, "efficiency.py: the paper's protocol, forward with autograd on, fp16, batch 6"),
+    Stage("long", 30, 15, 20, 12, "efficiency.py: one long utterance, batch 1, 300-1200 s"),
+    Stage("floor", 25, 11, 15, 9, "floor.py: one PoM layer against its bf16 floor, batch 6, 80 s"),
 ]
 STAGE_NAMES = [s.name for s in STAGES]
 
@@ -51,6 +64,9 @@ TRAIN_MODEL = {
     "cnn_channels": "(32,32)",
     "cnn_output_size": 640,  # 80 mel bins / 4 after the CNN x 32 channels
 }
+#: the PoM of both recipes through the fused Triton kernels (no dropout inside the mixer: the
+#: fused op refuses it; the Conformer's other dropouts stay)
+FUSED_POM = {"mixer_options": "{degree: 2, expansion: 2, implementation: fused}"}
 #: BEST-RQ pre-training at that size (the step limits are in settings())
 PRETRAIN_OVERRIDES = {
     "precision": "bf16",
@@ -82,20 +98,28 @@ FINETUNE_OVERRIDES = {
     "ckpt_interval_minutes": 0,
 }
 CORPUS_HOURS = 0.3
+CORPUS_SEED = 0
 
 
 def settings(quick=False, pom=DEFAULT_POM):
-    """Lengths, steps and repeats of a full or ``--quick`` run."""
+    """Lengths, steps and repeats of a full or ``--quick`` run (``--quick`` drops
+    the models no target judges: the plain PoM when ``pom`` is another one)."""
+    judged = [pom, "summarymixing", "relposmhaxl"]
     return {
         "pom": pom,
         "pretrain_steps": [100, 150] if quick else [200, 300],
         "finetune_epochs": [1, 2] if quick else [1, 3],
         "figure_seconds": [20, 40, 80] if quick else [10, 20, 40, 60, 80],
-        "figure_mixers": unique([pom, "summarymixing", "relposmhaxl", "pom", "pom_fused"]),
+        "figure_mixers": unique(judged if quick else judged + ["pom", "pom_fused"]),
         "long_seconds": [600, 1200] if quick else [300, 600, 1200],
-        "long_mixers": unique([pom, "summarymixing", "pom", "pom_fused", "mha"]),
+        "long_mixers": unique(
+            [pom, "summarymixing", "mha"] if quick else [pom, "summarymixing", "pom", "pom_fused", "mha"]
+        ),
         "repeats": 5 if quick else 10,
         "warmup": 3 if quick else 5,
+        "cost_experiments": ["pom"] if quick else ["pom", "relposmhaxl", "summarymixing"],
+        "cost_steps": 5 if quick else 12,
+        "cost_warmup": 1 if quick else 2,
     }
 
 
@@ -114,29 +138,36 @@ def overrides(*dicts):
 # --------------------------------------------------------------------------- #
 # The commands
 # --------------------------------------------------------------------------- #
-def training_commands(out, quick=False, python=sys.executable, device="cuda", model=None, changes=None):
+def training_commands(out, quick=False, python=sys.executable, device="cuda", model=None, changes=None, corpus=None):
     """``[(name, argv), ...]`` of the training stage, in order: the corpus,
     pre-training to the first and the second step limit (same output folder:
     the second run resumes), fine-tuning for the first and the second number of
-    epochs (same output folder). ``model`` and ``changes`` (``{"pretrain":
+    epochs (same output folder). ``corpus``: the folder holding a corpus made in
+    advance (a bundle's; the corpus command then only checks its options),
+    default ``<out>/work/corpus``. ``model`` and ``changes`` (``{"pretrain":
     {...}, "finetune": {...}}``) replace sizes and options (tiny CPU smoke runs)."""
     plan = settings(quick)
     work = os.path.join(out, "work")
-    corpus, pretrain, finetune = (os.path.join(work, name) for name in ("corpus", "pretrain", "finetune"))
+    pretrain, finetune = (os.path.join(work, name) for name in ("pretrain", "finetune"))
+    corpus = corpus or os.path.join(work, "corpus")
     data = os.path.join(corpus, "LibriSpeech")
     model = TRAIN_MODEL if model is None else model
     changes = changes or {}
     common = [f"--device={device}", "--noprogressbar", f"--data_folder={data}"]
-    corpus_args = ["--out", corpus, "--hours", str(CORPUS_HOURS), "--seed", "0", "--no-progress"]
+    corpus_args = ["--out", corpus, "--hours", str(CORPUS_HOURS), "--seed", str(CORPUS_SEED), "--no-progress"]
     commands = [("corpus", [python, "-m", "pom.data.synthetic", *corpus_args])]
     for i, limit in enumerate(plan["pretrain_steps"], 1):
-        options = overrides(model, PRETRAIN_OVERRIDES, changes.get("pretrain", {}), {"optimizer_step_limit": limit})
+        options = overrides(
+            model, FUSED_POM, PRETRAIN_OVERRIDES, changes.get("pretrain", {}), {"optimizer_step_limit": limit}
+        )
         hparams = os.path.join(REPO, "hparams", "pretrain", "pom.yaml")
         commands.append(
             (f"pretrain_{i}", [python, PRETRAIN_SCRIPT, hparams, *common, f"--output_folder={pretrain}", *options])
         )
     for i, epochs in enumerate(plan["finetune_epochs"], 1):
-        options = overrides(model, FINETUNE_OVERRIDES, changes.get("finetune", {}), {"number_of_epochs": epochs})
+        options = overrides(
+            model, FUSED_POM, FINETUNE_OVERRIDES, changes.get("finetune", {}), {"number_of_epochs": epochs}
+        )
         hparams = os.path.join(REPO, "hparams", "finetune", "pom.yaml")
         folders = [f"--output_folder={finetune}", f"--pretrained_path={pretrain}"]
         commands.append((f"finetune_{i}", [python, FINETUNE_SCRIPT, hparams, *common, *folders, *options]))
@@ -144,9 +175,9 @@ def training_commands(out, quick=False, python=sys.executable, device="cuda", mo
 
 
 def efficiency_command(out, stage, quick=False, pom=DEFAULT_POM, python=sys.executable):
-    """The ``efficiency.py`` or ``floor.py`` command of an efficiency stage."""
+    """The ``efficiency.py``, ``floor.py`` or ``pretrain_cost.py`` command of a measuring stage."""
     plan = settings(quick, pom)
-    script = os.path.join(REPO, "benchmarks", "efficiency.py")
+    module = "benchmarks.efficiency"
     timing = ["--repeats", str(plan["repeats"]), "--warmup", str(plan["warmup"])]
     seconds = [str(s) for s in plan["figure_seconds"]]
     if stage in ("figure2_infer", "figure2_train"):
@@ -161,11 +192,15 @@ def efficiency_command(out, stage, quick=False, pom=DEFAULT_POM, python=sys.exec
         args += ["--mixers", *plan["long_mixers"]]
         timing = ["--repeats", "3", "--warmup", "2"]
     elif stage == "floor":
-        script = os.path.join(REPO, "benchmarks", "floor.py")
+        module = "benchmarks.floor"
         args, timing = ["--dtype", "bf16", "--batch", "6", "--seconds", "80"], ["--repeats", str(plan["repeats"])]
+    elif stage == "pretrain_cost":
+        module = "benchmarks.pretrain_cost"
+        args = ["--experiments", *plan["cost_experiments"]]
+        timing = ["--steps", str(plan["cost_steps"]), "--warmup", str(plan["cost_warmup"])]
     else:
-        raise ValueError(f"not an efficiency stage: {stage}")
-    return [python, script, "--device", "cuda", *args, *timing, "--out", stage_folder(out, stage)]
+        raise ValueError(f"not a measuring stage: {stage}")
+    return [python, "-m", module, "--device", "cuda", *args, *timing, "--out", stage_folder(out, stage)]
 
 
 def stage_folder(out, stage):
@@ -173,11 +208,13 @@ def stage_folder(out, stage):
     return os.path.join(out, *stage.split("_", 1)) if stage.startswith("figure2_") else os.path.join(out, stage)
 
 
-def stage_commands(out, quick=False, pom=DEFAULT_POM, python=sys.executable):
+def stage_commands(out, quick=False, pom=DEFAULT_POM, python=sys.executable, corpus=None):
     """``{stage: [(name, argv), ...]}``: every command the check runs."""
     commands = {
-        "check": [("check", [python, GPU_CHECK_SCRIPT, "--worker", "check", "--out", stage_folder(out, "check")])],
-        "train": training_commands(out, quick, python),
+        "check": [
+            ("check", [python, "-m", "benchmarks.gpu_check", "--worker", "check", "--out", stage_folder(out, "check")])
+        ],
+        "train": training_commands(out, quick, python, corpus=corpus),
     }
     for stage in STAGE_NAMES[2:]:
         commands[stage] = [(stage, efficiency_command(out, stage, quick, pom, python))]
@@ -226,8 +263,9 @@ def last_line(path, skip=("$ ",)):
     return lines[-1][:300] if lines else ""
 
 
-def read_training(out, quick=False):
-    """What the training stage's recipes wrote, as the judges take it."""
+def read_training(out, quick=False, log=None):
+    """What the training stage's recipes wrote (and its ``log``: the commands'
+    output), as the judges take it."""
     plan = settings(quick)
     work = os.path.join(out, "work")
     pretrain, finetune = os.path.join(work, "pretrain"), os.path.join(work, "finetune")
@@ -242,5 +280,10 @@ def read_training(out, quick=False):
             "epochs_planned": plan["finetune_epochs"],
             "epochs": read_train_log(os.path.join(finetune, "train_log.txt")),
             "nonfinite_warnings": count_nonfinite_warnings(os.path.join(finetune, "log.txt")),
+        },
+        "fused": {
+            "pretrain": read_implementation(os.path.join(pretrain, "hyperparams.yaml")),
+            "finetune": read_implementation(os.path.join(finetune, "hyperparams.yaml")),
+            "fallback_warnings": count_lines(log, FUSED_FALLBACK_WARNING) if log else 0,
         },
     }

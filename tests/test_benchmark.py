@@ -95,6 +95,26 @@ def test_run_config_records_time_and_memory(mode, keep_threads):
     assert row["source"].startswith("hparams/pretrain/pom.yaml + ") and "'implementation': 'chunked'" in row["source"]
 
 
+def test_one_model_per_mixer_at_every_length(monkeypatch, keep_threads):
+    """On a GPU, efficiency.py builds each model once and measures it at every length."""
+    builds = []
+    build_model = common.build_model
+
+    def counted(*args, **kwargs):
+        builds.append(args[0])
+        return build_model(*args, **kwargs)
+
+    monkeypatch.setattr(common, "build_model", counted)
+    seen = []
+    rows = efficiency.run_lengths(config(mode="train"), [1, 2], on_row=seen.append)
+    assert builds == ["pom_chunked"] and seen == rows
+    assert [(r["seconds"], r["frames"], r["status"]) for r in rows] == [(1, 25, "ok"), (2, 50, "ok")]
+    assert all(r["time_ms"] > 0 and r["params_M"] == rows[0]["params_M"] for r in rows)
+    broken = efficiency.run_lengths(config(mixer="no_such_model"), [1, 2, 4])
+    assert [r["seconds"] for r in broken] == [1, 2, 4] and len(builds) == 1
+    assert all(r["status"].startswith("error: ValueError: unknown model") for r in broken)
+
+
 def test_failures_are_recorded_not_raised():
     row = efficiency.run_config(config(mixer="no_such_model"))
     assert row["status"].startswith("error: ValueError") and math.isnan(row["time_ms"])

@@ -12,13 +12,14 @@ import math
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
 import yaml
 from finetune_helpers import recipe_check
 
-from benchmarks import efficiency, gpu_check, gpu_reports, gpu_stages
+from benchmarks import efficiency, gpu_check, gpu_reports, gpu_stages, pretrain_cost
 from benchmarks import targets as T
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -55,7 +56,7 @@ def test_no_gpu_command_line(tmp_path):
     """The real command on this GPU-less machine: status 2, one line, nothing written."""
     out = tmp_path / "out"
     proc = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "benchmarks", "gpu_check.py"), "--quick", "--out", str(out)],
+        [sys.executable, "-m", "benchmarks.gpu_check", "--quick", "--out", str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -85,9 +86,9 @@ def test_command_lines(quick, tmp_path, monkeypatch):
     plan = gpu_stages.settings(quick)
     assert all(argv[0] == sys.executable for cmds in commands.values() for _, argv in cmds)
 
-    # stage 1: the worker of this script
+    # stage 1: the worker of this script (every benchmark runs as a module, from the repository root)
     (_, check), *_ = commands["check"]
-    assert check[1:] == [os.path.abspath(gpu_check.__file__), "--worker", "check", "--out", f"{out}/check"]
+    assert check[1:] == ["-m", "benchmarks.gpu_check", "--worker", "check", "--out", f"{out}/check"]
 
     # stage 2: corpus, pre-training twice (bf16, higher limit, same folder), fine-tuning twice (fp16)
     train = dict(commands["train"])
@@ -101,6 +102,8 @@ def test_command_lines(quick, tmp_path, monkeypatch):
         for key, value in gpu_stages.TRAIN_MODEL.items():  # the same sizes in both stages
             assert option(argv, key) == str(value)
     assert pre1[1].endswith("recipes/LibriSpeech/pretrain/train.py") and pre1[2].endswith("hparams/pretrain/pom.yaml")
+    for argv in (pre1, pre2, ft1, ft2):  # both recipes train PoM through the fused kernels
+        assert option(argv, "mixer_options") == "{degree: 2, expansion: 2, implementation: fused}"
     assert ft1[1].endswith("recipes/LibriSpeech/finetune/train.py") and ft1[2].endswith("hparams/finetune/pom.yaml")
     assert option(pre1, "precision") == option(pre2, "precision") == "bf16"
     assert option(ft1, "precision") == option(ft2, "precision") == "fp16"
@@ -111,16 +114,23 @@ def test_command_lines(quick, tmp_path, monkeypatch):
     assert option(ft1, "output_folder") == option(ft2, "output_folder") == f"{out}/work/finetune"
     assert [int(option(a, "number_of_epochs")) for a in (ft1, ft2)] == plan["finetune_epochs"]
 
-    # stage 3: efficiency.py (Figure 2, the paper's protocol, one long utterance) and floor.py
+    # stage 3: pretrain_cost.py; 4: efficiency.py (Figure 2, the paper's protocol, one long utterance), floor.py
     def args_of(stage):
         (_, argv), *_ = commands[stage]
         return argv
 
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # efficiency.py parses --device cuda
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the scripts parse --device cuda
+    cost = args_of("pretrain_cost")
+    assert cost[1:3] == ["-m", "benchmarks.pretrain_cost"]
+    cost_args = pretrain_cost.parse_args(cost[3:])
+    assert cost_args.device.type == "cuda" and cost_args.experiments == plan["cost_experiments"]
+    assert cost_args.experiments == (["pom"] if quick else ["pom", "relposmhaxl", "summarymixing"])
+    assert cost_args.steps == plan["cost_steps"] and cost_args.gpus == [1, 2, 8] and not cost_args.tiny
+    assert cost_args.out == gpu_stages.stage_folder(out, "pretrain_cost") and not cost_args.set
     for stage in ("figure2_infer", "figure2_train", "paper", "long"):
         argv = args_of(stage)
-        assert argv[1].endswith("benchmarks/efficiency.py")
-        args = efficiency.parse_args(argv[2:])  # the script's own parser accepts them (models, options)
+        assert argv[1:3] == ["-m", "benchmarks.efficiency"]
+        args = efficiency.parse_args(argv[3:])  # the script's own parser accepts them (models, options)
         assert args.device == "cuda" and args.out == gpu_stages.stage_folder(out, stage)
         assert {"pom_fused", "summarymixing"} <= set(args.mixers)
         if stage == "long":
@@ -128,13 +138,13 @@ def test_command_lines(quick, tmp_path, monkeypatch):
         else:
             assert args.batch == 6 and args.seconds == plan["figure_seconds"] and max(args.seconds) == 80
             assert "relposmhaxl" in args.mixers
-    assert efficiency.parse_args(args_of("figure2_infer")[2:]).mode == "infer"
-    figure_train = efficiency.parse_args(args_of("figure2_train")[2:])
+    assert efficiency.parse_args(args_of("figure2_infer")[3:]).mode == "infer"
+    figure_train = efficiency.parse_args(args_of("figure2_train")[3:])
     assert figure_train.mode == "train" and figure_train.dtype == "bf16" and not figure_train.grad
-    paper = efficiency.parse_args(args_of("paper")[2:])
+    paper = efficiency.parse_args(args_of("paper")[3:])
     assert paper.mode == "infer" and paper.grad and paper.dtype == "fp16"
     floor = args_of("floor")
-    assert floor[1].endswith("benchmarks/floor.py")
+    assert floor[1:3] == ["-m", "benchmarks.floor"]
     assert floor[floor.index("--dtype") + 1] == "bf16" and floor[floor.index("--device") + 1] == "cuda"
 
 
@@ -152,8 +162,47 @@ def test_recipe_command_lines_pass_the_recipes_checks(tmp_path):
         assert problems == [], (name, problems)
         assert loaded["d_model"] == gpu_stages.TRAIN_MODEL["d_model"]
         assert loaded["num_layers"] == gpu_stages.TRAIN_MODEL["num_layers"]
+        assert loaded["mixer_options"] == {"degree": 2, "expansion": 2, "implementation": "fused"}
     assert loaded["precision"] == "fp16" and loaded["test_splits"] == ["test-clean"]
     assert loaded["train_splits"] == ["train-clean-100", "train-clean-360", "train-other-500"]
+
+
+def test_the_training_stage_trains_through_the_fused_pom(synthetic_librispeech, tmp_path, monkeypatch):
+    """The stage's first pre-training and fine-tuning commands at tiny sizes on the CPU
+    (where the fused op takes its chunked path, the same function): both recipes run
+    with implementation fused, and the stage's reader and target see it."""
+    tiny = {"d_model": 32, "num_layers": 1, "d_ffn": 64, "kernel_size": 7, "cnn_channels": "(8,8)"}
+    tiny["cnn_output_size"] = 160
+    pretrain = {"precision": "fp32", "num_workers": 0, "max_batch_len": 40, "global_batch_seconds": 40}
+    pretrain.update(cb_vocab=64, train_num_buckets=4, log_interval=2)
+    finetune = {"precision": "fp32", "num_workers": 0, "dnn_neurons": 32, "train_splits": "[train-clean-100]"}
+    changes = {"pretrain": pretrain, "finetune": finetune}
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # a shared 2-core machine: more threads only oversubscribe it
+    corpus = os.path.dirname(synthetic_librispeech)
+    commands = dict(
+        gpu_stages.training_commands(str(tmp_path), True, device="cpu", model=tiny, changes=changes, corpus=corpus)
+    )
+    assert commands["corpus"][commands["corpus"].index("--out") + 1] == corpus
+    log = str(tmp_path / "logs" / "train.log")
+    for name, extra in (("pretrain_1", "--optimizer_step_limit=4"), ("finetune_1", "--number_of_epochs=1")):
+        last = {arg.split("=", 1)[0]: arg for arg in commands[name][3:] + [extra]}  # a repeated option: the last
+        argv = commands[name][:3] + list(last.values())
+        assert gpu_stages.run_command(name, argv, log, time.monotonic() + 600) is None, open(log).read()[-3000:]
+    data = gpu_stages.read_training(str(tmp_path), True, log)
+    assert data["fused"] == {"pretrain": "fused", "finetune": "fused", "fallback_warnings": 0}
+    assert data["pretrain"]["checkpoint_steps"][-1] == 4 and len(data["finetune"]["epochs"]) == 1
+    (target,) = gpu_reports.judge_fused_training(data["fused"])
+    assert target["status"] == "PASS" and target["measured"] == (
+        "pre-training: fused, fine-tuning: fused; fallback warnings: 0"
+    )
+    with open(log, "a") as f:
+        f.write(
+            "UserWarning: implementation='fused' needs Triton (pip install triton); using the chunked PyTorch path\n"
+        )
+    assert gpu_stages.read_training(str(tmp_path), True, log)["fused"]["fallback_warnings"] == 1
+    assert gpu_reports.judge_fused_training(dict(data["fused"], fallback_warnings=1))[0]["status"] == "FAIL"
+    assert gpu_reports.judge_fused_training(dict(data["fused"], pretrain="plain"))[0]["status"] == "FAIL"
+    assert gpu_reports.judge_fused_training(None)[0]["measured"].startswith("pre-training: not run")
 
 
 # --------------------------------------------------------------------------- log parsers
@@ -441,6 +490,20 @@ def test_judge_floor():
     assert [t["status"] for t in T.judge_floor(None, "pom_fused")] == ["FAIL"] * 3
 
 
+def cost_data(status=None):
+    """pretrain_cost.json as the stage writes it: H100-like rows for the three experiments."""
+    rows = []
+    for name, step in (("pom", 0.25), ("relposmhaxl", 0.40), ("summarymixing", 0.22)):
+        for case, size, utterance in (("typical", 1400.0, 12.3), ("typical", 700.0, 12.3), ("longest", 1400.0, 35.0)):
+            row = dict(experiment=name, case=case, per_device_s=size, utterances=int(size // utterance))
+            row.update(utterance_s=utterance, precision="fp16", params_M=95.6, status="ok", losses_finite=True)
+            row.update(step_s=step * size / 1400, step_s_min=step * size / 1400, peak_GiB=20.0 * size / 1400)
+            if status and (name, case, size) in status:
+                row.update(status=status[(name, case, size)], step_s=math.nan, peak_GiB=math.nan, losses_finite=None)
+            rows.append(row)
+    return {"rows": rows, "experiments": {}}
+
+
 def test_judges_of_every_stage_fail_on_nothing_measured(tmp_path):
     judges = gpu_check.judges(gpu_check.Context(str(tmp_path)))
     assert list(judges) == gpu_stages.STAGE_NAMES
@@ -448,7 +511,7 @@ def test_judges_of_every_stage_fail_on_nothing_measured(tmp_path):
         found = judge(None)
         assert found and all(t["status"] == "FAIL" and t["stage"] == stage for t in found), stage
     ids = [t["id"] for judge in judges.values() for t in judge(None)]
-    assert len(ids) == len(set(ids)) == 4 + 6 + 3 + 3 + 2 + 1 + 3
+    assert len(ids) == len(set(ids)) == 4 + 7 + 3 + 3 + 3 + 2 + 1 + 3
 
 
 # --------------------------------------------------------------------------- stage loop and summary
@@ -485,6 +548,7 @@ def test_failing_stages_are_recorded_and_the_next_ones_run(tmp_path):
     run = {
         "check": ok({"rows": check_rows(), "fused_kernel_calls": 8}),
         "train": crash,
+        "pretrain_cost": ok(cost_data()),
         "figure2_infer": ok(figure_rows()),
         "figure2_train": ok(figure_rows("train", changes={("relposmhaxl", 80): (200, 900)})),  # 2.6x: FAIL
         "paper": ok(figure_rows()),
@@ -492,17 +556,18 @@ def test_failing_stages_are_recorded_and_the_next_ones_run(tmp_path):
         "floor": ok(floor_rows()),
     }
     records, found = gpu_check.run_stages(ctx, gpu_stages.STAGE_NAMES, run=run, clock=clock)
-    assert len(ran) == 7 and [r["name"] for r in records] == gpu_stages.STAGE_NAMES
+    assert len(ran) == 8 and [r["name"] for r in records] == gpu_stages.STAGE_NAMES
     status = {r["name"]: r["status"] for r in records}
     assert status == {**dict.fromkeys(gpu_stages.STAGE_NAMES, "ok"), "train": "FAIL", "long": "FAIL"}
     train = next(r for r in records if r["name"] == "train")
     assert train["error"] == "RuntimeError: CUDA error: an illegal memory access was encountered"
-    assert ran[2] == 15 + 55  # each stage's deadline: its start + its budget
+    assert ran[2] == 15 + gpu_stages.STAGES[2].budget_s  # each stage's deadline: its start + its budget
     results = by_id(found)
     assert all(results[i]["status"] == "FAIL" for i in ("pretrain_loss_falls", "finetune_resume"))
     assert results["long_1200s"]["status"] == "PASS"  # measured before the kill
     assert results["figure2_train_memory_vs_relposmhaxl"]["status"] == "FAIL"
     assert results["check_fused_bf16"]["status"] == results["floor_train"]["status"] == "PASS"
+    assert results["pretrain_cost_pom"]["status"] == "PASS" and results["train_fused"]["status"] == "FAIL"
     assert not gpu_reports.passed(records, found)
 
 
@@ -516,11 +581,22 @@ def test_total_budget_skips_what_does_not_fit(tmp_path):
         return None, None
 
     run = dict.fromkeys(gpu_stages.STAGE_NAMES, slow)
-    records, _ = gpu_check.run_stages(ctx, gpu_stages.STAGE_NAMES, run=run, clock=clock, total_budget=200)
-    assert deadlines == [60, 180, 200]  # quick budgets 60, 120, then cut at the total
-    assert [r["error"] for r in records[3:]] == ["not run: no time left in the total budget"] * 4
+    records, _ = gpu_check.run_stages(ctx, gpu_stages.STAGE_NAMES, run=run, clock=clock, total_budget=120)
+    assert deadlines == [25, 100, 120]  # quick budgets 25, 75, then cut at the total
+    assert [r["error"] for r in records[3:]] == ["not run: no time left in the total budget"] * 5
+
+
+def test_budgets_fit_the_loan():
+    """8 minutes for the whole make gpu-check (4 with --quick), preflight and bundle install
+    included: the stages' budgets leave a minute for them; every stage's budget covers its
+    expected time with room to spare."""
     full = sum(s.budget_s for s in gpu_check.STAGES)
-    assert full <= gpu_check.TOTAL_BUDGET_S <= 580 and sum(s.quick_budget_s for s in gpu_check.STAGES) < full
+    quick = sum(s.quick_budget_s for s in gpu_check.STAGES)
+    assert gpu_check.TOTAL_BUDGET_S == full <= 8 * 60 - 60 and gpu_check.QUICK_TOTAL_BUDGET_S == quick <= 4 * 60 - 40
+    for s in gpu_check.STAGES:
+        assert s.expected_s * 1.2 <= s.budget_s and s.quick_expected_s * 1.2 <= s.quick_budget_s, s
+    expected = sum(s.expected_s for s in gpu_check.STAGES)
+    assert expected <= 6 * 60 and sum(s.quick_expected_s for s in gpu_check.STAGES) <= 3 * 60
 
 
 def test_summary_files(tmp_path):
