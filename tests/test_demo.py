@@ -122,8 +122,12 @@ def test_the_lm_pass_decodes_the_test_splits_unless_told_otherwise(monkeypatch, 
     """The second decoding (with the LM) covers LM_TEST_SPLITS; test_splits given with --finetune win."""
     import argparse
 
+    from pom.demo import pipeline
+
     commands = []
-    monkeypatch.setattr(demo, "run_stage", lambda title, command, threads=1: commands.append(command) or (1.0, 1.0))
+    monkeypatch.setattr(
+        pipeline, "run_stage", lambda title, command, threads=1: commands.append(command) or (1.0, 1.0, 1.0)
+    )
     args = argparse.Namespace(seed=0, threads=1, compare_random=False, pretrain=[], finetune=finetune)
     demo.run_mixer(
         "pom", args, "DATA", str(tmp_path), demo.MODEL, {}, "LM.arpa", lambda p: dict(x.split("=", 1) for x in p)
