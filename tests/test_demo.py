@@ -9,13 +9,13 @@ import pytest
 
 from pom import demo
 
-#: Shorter than the demo (smaller corpus, model and budgets); same code and YAML files.
+#: Shorter than the demo (smaller corpus, model and budgets, train-clean-100 alone); same code and YAML files.
 SHORT = [
     "--hours", "0.6",
     "--model", "d_model=96", "num_layers=2", "d_ffn=384",
     "--pretrain", "optimizer_step_limit=300", "warmup_steps=100",
     "--finetune", "number_of_epochs=6", "max_batch_len=10", "best_metric=loss", "test_decoding=greedy",
-    "test_splits=[test-clean]",
+    "test_splits=[test-clean]", "train_splits=[train-clean-100]",
 ]  # fmt: skip
 
 

@@ -38,6 +38,7 @@ def quoted_settings():
             f"{model['num_layers']} layers, d_model {model['d_model']}, {params / 1e6:.1f} M parameters",
         ),
         ("pre-training steps", f"{pretrain['optimizer_step_limit']} steps"),
+        ("fine-tuning data", " + ".join(settings.FINETUNE_SPLITS)),
         ("fine-tuning epochs", f"{finetune['number_of_epochs']} epochs"),
         ("LM decoding", f"beam {lm['beam_size']}, alpha {lm['lm_alpha']}, beta {lm['lm_beta']}"),
         (

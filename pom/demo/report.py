@@ -3,7 +3,8 @@
 * :func:`print_results`: the WER and CER tables of every run (``python -m pom.results``'s
   columns), as Markdown and CSV, and the mixer comparison when several mixers ran;
 * :func:`stage_table`: wall-clock and CPU time of each stage (CPU: user + system time of the
-  stage's processes; above the wall time when several cores work);
+  stage's processes, above the wall time when several cores work; not measured for the corpus,
+  whose synthesis workers are not the demo's child processes);
 * :func:`write_summary`: ``demo_summary.json`` (times, results, mixers);
 * :func:`print_outputs`: where the corpus, the runs, the LM and the plot are, and a transcription
   command.
