@@ -6,9 +6,9 @@
    installed, ``--no-lm`` skips it);
 3. pre-trains a small PoM Conformer with BEST-RQ on all training splits
    (``recipes/LibriSpeech/pretrain/train.py hparams/pretrain/pom.yaml``);
-4. fine-tunes it with CTC on train-clean-100 and evaluates dev/test
-   (``recipes/LibriSpeech/finetune/train.py hparams/finetune/pom.yaml``), then decodes the test
-   splits again with the LM;
+4. fine-tunes it with CTC on train-clean-100 + train-clean-360 and evaluates dev/test with greedy
+   decoding (``recipes/LibriSpeech/finetune/train.py hparams/finetune/pom.yaml``), then decodes the
+   test splits again with CTC beam search and the LM;
 5. prints the WER/CER tables (``python -m pom.results``) and the wall-clock and CPU time of each
    stage;
 6. measures time and memory of the demo's PoM encoder against a parameter-matched
