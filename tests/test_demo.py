@@ -9,13 +9,13 @@ import pytest
 
 from pom import demo
 
-#: Shorter than the demo (smaller corpus, model and budgets); same code and YAML files.
+#: Shorter than the demo (smaller corpus, model and budgets, train-clean-100 alone); same code and YAML files.
 SHORT = [
     "--hours", "0.6",
     "--model", "d_model=96", "num_layers=2", "d_ffn=384",
     "--pretrain", "optimizer_step_limit=300", "warmup_steps=100",
     "--finetune", "number_of_epochs=6", "max_batch_len=10", "best_metric=loss", "test_decoding=greedy",
-    "test_splits=[test-clean]",
+    "test_splits=[test-clean]", "train_splits=[train-clean-100]",
 ]  # fmt: skip
 
 
@@ -127,8 +127,12 @@ def test_the_lm_pass_decodes_the_test_splits_unless_told_otherwise(monkeypatch, 
     """The second decoding (with the LM) covers LM_TEST_SPLITS; test_splits given with --finetune win."""
     import argparse
 
+    from pom.demo import pipeline
+
     commands = []
-    monkeypatch.setattr(demo, "run_stage", lambda title, command, threads=1: commands.append(command) or (1.0, 1.0))
+    monkeypatch.setattr(
+        pipeline, "run_stage", lambda title, command, threads=1: commands.append(command) or (1.0, 1.0, 1.0)
+    )
     args = argparse.Namespace(seed=0, threads=1, compare_random=False, pretrain=[], finetune=finetune)
     demo.run_mixer(
         "pom", args, "DATA", str(tmp_path), demo.MODEL, {}, "LM.arpa", lambda p: dict(x.split("=", 1) for x in p)

@@ -64,7 +64,7 @@ logger = get_logger(__name__)
 
 ALL_SPLITS = LIBRISPEECH_SPLITS
 #: Default total size, in hours, of the command line (about 1 h of audio, ~20 s
-#: on 2 cores); ``make demo`` asks for 8 h (``pom.demo.DEFAULT_HOURS``).
+#: on 2 cores); ``make demo`` asks for ``pom.demo.settings.DEFAULT_HOURS``.
 TINY_HOURS = 1.0
 #: Size the test suite uses (all seven splits, ~5 min of train audio).
 TEST_HOURS = 0.1
