@@ -17,10 +17,16 @@ the input and to every parameter (the largest error is reported). Writes
 ``check.md`` into ``--out``; exits with status 1 if any error is above its
 tolerance (1e-4 in fp32, 3e-2 in bf16).
 
+TF32 is off during the check (:func:`pom.precision.tf32_disabled`; importing
+SpeechBrain turns it on, and its rounding alone would put 1e-4 to 4e-4 between
+two correct implementations); the previous setting is restored after.
+
+Run from the repository root:
+
 Examples
 --------
-python benchmarks/check.py --device cuda --out benchmarks/runs/h100
-python benchmarks/check.py --device cpu --threads 1 --seconds 2
+python -m benchmarks.check --device cuda --out benchmarks/runs/h100
+python -m benchmarks.check --device cpu --threads 1 --seconds 2
 """
 
 import argparse
@@ -28,12 +34,10 @@ import itertools
 import os
 import sys
 
-if __name__ == "__main__" and not __package__:  # `python benchmarks/check.py`: the repo root holds the package
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import torch
 
-import torch  # noqa: E402
-
-from benchmarks import common  # noqa: E402
+from benchmarks import common
+from pom.precision import tf32_disabled
 
 TOLERANCES = {torch.float32: 1e-4, torch.bfloat16: 3e-2}
 
@@ -64,7 +68,12 @@ def plain_and_fast_pair(implementation, layers, chunk_size, device):
 
 def check(device, batch=2, seconds=10, chunk_size=128, implementations=("chunked", "fused"), layers=2):
     """Compares every implementation with plain PoM at the mixer and the
-    encoder level, fp32 and bf16. Returns ``(rows, passed)``."""
+    encoder level, fp32 and bf16, with TF32 off. Returns ``(rows, passed)``."""
+    with tf32_disabled():
+        return _check(device, batch, seconds, chunk_size, implementations, layers)
+
+
+def _check(device, batch, seconds, chunk_size, implementations, layers):
     rows, passed = [], True
     frames = seconds * common.FRAMES_PER_SECOND
     for implementation in implementations:
