@@ -8,19 +8,28 @@ implementation takes the chunked path). Both get the same weights. Compared, in
 fp32 and in bf16 autocast, as relative L2 errors:
 
 * ``mixer``: the PoM of the first layer alone, on ``[batch, frames, d_model]``
-  with the last utterance padded from half its length;
-* ``encoder``: a 2-layer encoder (CNN front end + Conformer) on fbank features,
-  the last utterances at half length (``wav_lens`` 0.5).
+  (``frames = 100 x seconds``, four times the encoder's length: at 10 s the
+  read-out folds ``H`` into ``W_o``) with the last utterance padded from half
+  its length;
+* ``encoder``: a 2-layer encoder (CNN front end + Conformer) on fbank features
+  (``25 x seconds`` frames after the CNN: at 10 s, fewer than ``d_model``, the
+  read-out as written), the last utterances at half length (``wav_lens`` 0.5).
 
 Gradients are those of ``sum(out * r)`` for a fixed random ``r``, with respect to
 the input and to every parameter (the largest error is reported). Writes
 ``check.md`` into ``--out``; exits with status 1 if any error is above its
 tolerance (1e-4 in fp32, 3e-2 in bf16).
 
+TF32 is off during the check (:func:`pom.precision.tf32_disabled`; importing
+SpeechBrain turns it on, and its rounding alone would put 1e-4 to 4e-4 between
+two correct implementations); the previous setting is restored after.
+
+Run from the repository root, as a module:
+
 Examples
 --------
-python benchmarks/check.py --device cuda --out benchmarks/runs/h100
-python benchmarks/check.py --device cpu --threads 1 --seconds 2
+python -m benchmarks.check --device cuda --out benchmarks/runs/h100
+python -m benchmarks.check --device cpu --threads 1 --seconds 2
 """
 
 import argparse
@@ -28,12 +37,10 @@ import itertools
 import os
 import sys
 
-if __name__ == "__main__" and not __package__:  # `python benchmarks/check.py`: the repo root holds the package
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import torch
 
-import torch  # noqa: E402
-
-from benchmarks import common  # noqa: E402
+from benchmarks import common
+from pom.precision import tf32_disabled
 
 TOLERANCES = {torch.float32: 1e-4, torch.bfloat16: 3e-2}
 
@@ -64,7 +71,12 @@ def plain_and_fast_pair(implementation, layers, chunk_size, device):
 
 def check(device, batch=2, seconds=10, chunk_size=128, implementations=("chunked", "fused"), layers=2):
     """Compares every implementation with plain PoM at the mixer and the
-    encoder level, fp32 and bf16. Returns ``(rows, passed)``."""
+    encoder level, fp32 and bf16, with TF32 off. Returns ``(rows, passed)``."""
+    with tf32_disabled():
+        return _check(device, batch, seconds, chunk_size, implementations, layers)
+
+
+def _check(device, batch, seconds, chunk_size, implementations, layers):
     rows, passed = [], True
     frames = seconds * common.FRAMES_PER_SECOND
     for implementation in implementations:
@@ -72,9 +84,11 @@ def check(device, batch=2, seconds=10, chunk_size=128, implementations=("chunked
         torch.manual_seed(0)
         features = torch.randn(batch, frames, common.N_MELS, device=device)
         lens = torch.tensor([1.0] + [0.5] * (batch - 1), device=device)
-        mixer_input = torch.randn(batch, frames // 4, d_model, device=device)
-        padding = torch.zeros(batch, frames // 4, dtype=torch.bool, device=device)
-        padding[-1, frames // 8 :] = True  # True at padded frames
+        # the mixer on `frames` frames (>= d_model at 10 s: H folded into W_o), the encoder on frames / 4
+        # (< d_model at 10 s: the read-out as written): both read-outs compared
+        mixer_input = torch.randn(batch, frames, d_model, device=device)
+        padding = torch.zeros(batch, frames, dtype=torch.bool, device=device)
+        padding[-1, frames // 2 :] = True  # True at padded frames
         levels = {
             "mixer": (lambda model, x: common.mixer_of(model)(x, padding_mask=padding), mixer_input),
             "encoder": (lambda model, x: model(x, lens), features),
@@ -119,7 +133,7 @@ def main(argv=None):
     common.add_device_arguments(p)
     p.add_argument("--implementations", nargs="+", choices=["chunked", "fused"], default=["chunked", "fused"])
     p.add_argument("--batch", type=int, default=2)
-    p.add_argument("--seconds", type=int, default=10, help="input length (the mixer level gets seconds x 25 frames)")
+    p.add_argument("--seconds", type=int, default=10, help="input length (the mixer level gets seconds x 100 frames)")
     p.add_argument("--chunk-size", type=int, default=128, help="frames per chunk (below the length: several chunks)")
     p.add_argument("--out", default=os.path.join(common.REPO, "benchmarks", "out"), help="folder for check.md")
     args = p.parse_args(argv)

@@ -3,8 +3,8 @@
 
 The PoM mixer of the first layer of the ``pom`` experiment (``--model pom_k3``:
 the anchor's k=3, d_model 432), through its ``plain``, ``chunked`` and ``fused``
-implementations (``mixer_options: {implementation: ...}``), is timed in
-inference (forward, no autograd) and training (forward + backward) on
+implementations (``mixer_options: {implementation: ...}``; each built once), is
+timed in inference (forward, no autograd) and training (forward + backward) on
 ``[batch, frames, d_model]`` and set against:
 
 * FLOPs: ``FlopCounterMode``'s count of the plain PoM's matrix products
@@ -15,17 +15,22 @@ inference (forward, no autograd) and training (forward + backward) on
 * ``B``: the measured copy bandwidth (1 GiB on GPU, 128 MiB on CPU, read + write);
 * bytes: what a fully fused kernel must move (x in, y out, the weights; in
   training also dy in, dx out and fp32 weight gradients); "unfused bytes" adds
-  the five ``[B, T, k*D*d]`` intermediates of the plain implementation written
-  and read once (x3 in training);
+  the five ``[B, T, k*D*d]`` intermediates of the plain implementation
+  (projection, GELU, terms, gate logits, gate) written and read once (x3 in
+  training);
+* the design estimate: what the fused implementation's own kernels must do one
+  after the other, ``FLOPs / R + (bytes + passes x [B, T, k*D*d]) / B`` with
+  :data:`DESIGN_WIDE_PASSES` (its GEMMs at the measured rate, and every write or
+  read of a wide tensor between them at the measured bandwidth);
 * "kept for backward": the distinct tensors autograd saves (parameters and the
   input excluded; ``saved_tensors_hooks``).
 
-Writes ``floor.json`` and ``floor.md`` into ``--out``.
+Writes ``floor.json`` and ``floor.md`` into ``--out``. Run from the repository root.
 
 Examples
 --------
-python benchmarks/floor.py --device cuda --out benchmarks/runs/h100
-python benchmarks/floor.py --device cpu --threads 1 --seconds 80 --batch 6 --out benchmarks/runs/cpu-floor
+python -m benchmarks.floor --device cuda --out benchmarks/runs/h100
+python -m benchmarks.floor --device cpu --threads 1 --seconds 80 --batch 6 --out benchmarks/runs/cpu-floor
 """
 
 import argparse
@@ -34,14 +39,11 @@ import math
 import os
 import sys
 
-if __name__ == "__main__" and not __package__:  # `python benchmarks/floor.py`: the repo root holds the package
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import torch
 
-import torch  # noqa: E402
-
-from benchmarks import common  # noqa: E402
-from pom.flops import module_flops  # noqa: E402
-from pom.parameters import count_parameters  # noqa: E402
+from benchmarks import common
+from pom.flops import module_flops
+from pom.parameters import count_parameters
 
 IMPLEMENTATIONS = ("plain", "chunked", "fused")
 MODELS = ["pom", "pom_k3"]  # the PoM models with _chunked and _fused variants (common.VARIANTS)
@@ -95,6 +97,22 @@ def floor_bytes(mode, batch, frames, d_model, width, n_params, elem):
     return fused, fused + 3 * 2 * 5 * wide
 
 
+#: Writes and reads of ``[B, T, k*D*d]`` tensors by the fused implementation (H folded into
+#: the output projection), beyond the floor's bytes. Inference: the branch projection a
+#: (written by its GEMM, read by the state kernel), the gate logits (written, read by the
+#: sigmoid), the gate (written, read by the batched read-out GEMM): 6. Training adds the
+#: backward: the gate's gradient (written by the read-out's backward GEMM, read with the gate
+#: by the sigmoid's backward, whose output is read by both gate-projection GEMMs), the
+#: read-out weight's gradient GEMM reads the gate, the state kernel reads a and writes da,
+#: read by both branch-projection GEMMs: 11 more, 17 in all.
+DESIGN_WIDE_PASSES = {"infer": 6, "train": 17}
+
+
+def design_bytes(mode, batch, frames, width, elem, floor_bytes_):
+    """Bytes the fused implementation moves: the floor's and :data:`DESIGN_WIDE_PASSES` wide tensors."""
+    return floor_bytes_ + DESIGN_WIDE_PASSES[mode] * batch * frames * width * elem
+
+
 def time_mixer(mixer, mode, x, device, dtype, repeats, warmup):
     """Median seconds of one inference forward or training step of ``mixer``."""
     mixer.train(mode == "train")
@@ -124,21 +142,26 @@ def pom_floor(device, dtype, batch, seconds, model="pom", chunk_size=1024, rates
     frames = seconds * common.FRAMES_PER_SECOND // 4
     elem = torch.finfo(dtype).bits // 8
     n_params = count_parameters(common.mixer_of(counted))
+    mixers = {}
+    for implementation in IMPLEMENTATIONS:  # each built once, timed in both modes
+        torch.manual_seed(0)
+        name = model if implementation == "plain" else f"{model}_{implementation}"
+        built, _ = common.build_model(name, layers=1, chunk_size=chunk_size)
+        mixers[implementation] = common.mixer_of(built).to(device)
     rows = []
     for mode in ("infer", "train"):
         flops = module_flops(common.mixer_of(counted), d_model, frames, batch, backward=mode == "train")
         min_bytes, unfused = floor_bytes(mode, batch, frames, d_model, width, n_params, elem)
         floor = max(flops / rate, min_bytes / bandwidth)
-        for implementation in IMPLEMENTATIONS:
-            torch.manual_seed(0)
-            name = model if implementation == "plain" else f"{model}_{implementation}"
-            mixer = common.mixer_of(common.build_model(name, layers=1, chunk_size=chunk_size)[0]).to(device)
+        design = flops / rate + design_bytes(mode, batch, frames, width, elem, min_bytes) / bandwidth
+        for implementation, mixer in mixers.items():
             x = torch.randn(batch, frames, d_model, device=device, requires_grad=mode == "train")
             seconds_taken = time_mixer(mixer, mode, x, device, dtype, repeats, warmup)
             saved = math.nan
             if mode == "train":
                 with common.autocast(device, dtype):
                     saved = saved_activation_bytes(lambda: mixer(x), exclude=[*mixer.parameters(), x]) / 2**20
+            mixer.zero_grad(set_to_none=True)
             rows.append(
                 dict(
                     mode=mode,
@@ -150,6 +173,8 @@ def pom_floor(device, dtype, batch, seconds, model="pom", chunk_size=1024, rates
                     unfused_bytes_ms=1000 * unfused / bandwidth,
                     floor_ms=1000 * floor,
                     x_floor=seconds_taken / floor,
+                    design_ms=1000 * design,
+                    x_design=seconds_taken / design,
                     saved_MiB=saved,
                 )
             )
@@ -175,16 +200,21 @@ def markdown(info, rows):
         f"{info['rate_tflops']:.2f} TFLOP/s, copy bandwidth {info['bandwidth_gbs']:.1f} GB/s.",
         "",
         "| mode | implementation | time (ms) | GFLOP | matmul floor (ms) | bytes floor (ms) | unfused bytes (ms) "
-        "| time / floor | kept for backward (MiB) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| time / floor | fused design (ms) | time / design | kept for backward (MiB) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         saved = "" if math.isnan(r["saved_MiB"]) else f"{r['saved_MiB']:.1f}"
         lines.append(
             f"| {r['mode']} | {r['implementation']} | {r['time_ms']:.2f} | {r['gflop']:.1f} | "
             f"{r['matmul_floor_ms']:.2f} | {r['bytes_floor_ms']:.3f} | {r['unfused_bytes_ms']:.2f} | "
-            f"{r['x_floor']:.1f} | {saved} |"
+            f"{r['x_floor']:.1f} | {r['design_ms']:.3f} | {r['x_design']:.2f} | {saved} |"
         )
+    lines += [
+        "",
+        f"Fused design: the floor's matrix products plus {DESIGN_WIDE_PASSES['infer']} (inference) / "
+        f"{DESIGN_WIDE_PASSES['train']} (training) writes and reads of [B, T, k*D*d] tensors between kernels.",
+    ]
     return "\n".join(lines)
 
 

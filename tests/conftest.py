@@ -15,3 +15,13 @@ def synthetic_librispeech(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("synthetic_corpus")
     return make_synthetic_librispeech(str(out), hours=TEST_HOURS, seed=0, progress=False)
+
+
+@pytest.fixture(autouse=True)
+def float32_means_float32():
+    """TF32 off during every test, the previous flags restored after: the suite's
+    float32 comparisons hold on a GPU machine too (importing SpeechBrain turns TF32 on)."""
+    from pom.precision import tf32_disabled
+
+    with tf32_disabled():
+        yield

@@ -19,6 +19,7 @@ if ROOT not in sys.path:  # benchmarks/ is a package of scripts at the repositor
 
 from benchmarks import check, common, efficiency, floor  # noqa: E402
 from pom.parameters import count_parameters  # noqa: E402
+from pom.precision import set_tf32_flags, tf32_flags  # noqa: E402
 
 
 @pytest.fixture
@@ -197,6 +198,43 @@ def test_check_passes_on_cpu(tmp_path, keep_threads):
     assert report.count("| yes |") == 8 and "| NO |" not in report  # 2 implementations x 2 levels x 2 dtypes
 
 
+def test_check_runs_with_tf32_off_and_restores_it(monkeypatch, keep_threads):
+    """Every comparison runs with TF32 off for matmuls and cuDNN (importing SpeechBrain turns
+    it on); the previous flags come back after the check, and after a check that fails."""
+    before, seen = tf32_flags(), []
+    compare = check.outputs_and_gradients
+
+    def spy(*args, **kwargs):
+        seen.append(tf32_flags())
+        return compare(*args, **kwargs)
+
+    monkeypatch.setattr(check, "outputs_and_gradients", spy)
+    try:
+        set_tf32_flags(True, True)
+        options = dict(batch=2, seconds=1, chunk_size=8, implementations=("chunked",), layers=1)
+        rows, passed = check.check(torch.device("cpu"), **options)
+        assert passed and len(seen) == 2 * len(rows) == 8 and set(seen) == {(False, False)}
+        assert tf32_flags() == (True, True)
+        monkeypatch.setattr(check, "outputs_and_gradients", lambda *args, **kwargs: 1 / 0)
+        with pytest.raises(ZeroDivisionError):
+            check.check(torch.device("cpu"), **options)
+        assert tf32_flags() == (True, True)
+    finally:
+        set_tf32_flags(*before)
+
+
+def test_check_and_floor_run_as_modules(tmp_path):
+    """``python -m benchmarks.check`` / ``benchmarks.floor`` from the repository root, no path edits."""
+    import subprocess
+
+    for module in ("check", "floor"):
+        assert "sys.path" not in open(os.path.join(ROOT, "benchmarks", f"{module}.py")).read()
+        result = subprocess.run(
+            [sys.executable, "-m", f"benchmarks.{module}", "--help"], cwd=ROOT, capture_output=True, text=True
+        )
+        assert result.returncode == 0 and "--device" in result.stdout, result.stderr[-2000:]
+
+
 def test_floor_bytes():
     batch, frames, d, width, params, elem = 2, 10, 8, 32, 100, 4
     act, wide = batch * frames * d * elem, batch * frames * width * elem
@@ -208,6 +246,9 @@ def test_floor_bytes():
         4 * act + 800,
         4 * act + 800 + 30 * wide,
     )
+    # the fused design: the floor's bytes and 6 / 17 passes over [B, T, k*D*d] tensors between its kernels
+    assert floor.design_bytes("infer", batch, frames, width, elem, 1000) == 1000 + 6 * wide
+    assert floor.design_bytes("train", batch, frames, width, elem, 1000) == 1000 + 17 * wide
 
 
 def test_floor_rows_on_cpu():
@@ -224,6 +265,8 @@ def test_floor_rows_on_cpu():
     assert train["gflop"] == pytest.approx(3 * infer["gflop"], rel=0.02)  # backward: two more products per forward one
     assert infer["matmul_floor_ms"] == pytest.approx(1000 * infer["gflop"] * 1e9 / 1e11)
     assert all(r["time_ms"] > 0 and r["x_floor"] > 0 for r in rows)
+    assert all(r["design_ms"] >= r["floor_ms"] and r["x_design"] == pytest.approx(r["time_ms"] / r["design_ms"])
+               for r in rows)  # fmt: skip
     saved = {r["implementation"]: r["saved_MiB"] for r in rows if r["mode"] == "train"}
     assert saved["chunked"] < saved["plain"]  # the chunked path recomputes the wide intermediates
     assert "| train | chunked |" in floor.markdown(info, rows)

@@ -176,7 +176,8 @@ def test_implementation_is_chosen_once_at_construction():
 
 def test_activation_memory_does_not_grow_with_the_state_width():
     """What autograd keeps for backward: the plain path stores several
-    [B, T, k*D*d] tensors, the chunked one only x and H."""
+    [B, T, k*D*d] tensors (projection, branches, products, gate; the gated
+    product is folded away on inputs longer than d), the chunked one only x and H."""
     from torch.autograd.graph import saved_tensors_hooks
 
     def saved_elements(mixer, x):
@@ -196,7 +197,7 @@ def test_activation_memory_does_not_grow_with_the_state_width():
     fast = PolynomialMixer(16, degree=3, expansion=2, implementation="chunked", chunk_size=8)
     x = torch.randn(2, 64, 16, requires_grad=True)
     state = 3 * 2 * 16
-    assert saved_elements(plain, x) > 4 * x.shape[0] * x.shape[1] * state
+    assert saved_elements(plain, x) > 3 * x.shape[0] * x.shape[1] * state
     assert saved_elements(fast, x) < 4 * x.numel() + x.shape[0] * state + 1000
 
 

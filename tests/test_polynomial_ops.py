@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from pom.ops.masking import frame_weights, masked_mean, masked_sum, valid_frame_counts, valid_frames
-from pom.ops.polynomial import IMPLEMENTATIONS, chunked, fused, polynomial_mixing_op, reference
+from pom.ops.polynomial import IMPLEMENTATIONS, chunked, fused, polynomial_mixing_op, readout, reference
 from pom.ops.polynomial.forms import PowerSeriesForm, ProductForm, TopOrderForm
 
 D, WIDTH = 6, 12  # feature size d and branch width D d (expansion 2)
@@ -109,16 +109,70 @@ def grads_of(op, x, form, params, w_out, b_out, mask, **options):
 @pytest.mark.parametrize("name", list(FORMS))
 @pytest.mark.parametrize("chunk_size", [1, 4, 17, 64])
 @pytest.mark.parametrize("pad", [True, False])
-def test_chunked_op_matches_its_reference_twin(name, chunk_size, pad):
-    """Outputs and the gradients of x and of every tensor, float64."""
+@pytest.mark.parametrize("t", [17, 4])
+def test_chunked_op_matches_its_reference_twin(name, chunk_size, pad, t):
+    """Outputs and the gradients of x and of every tensor, float64; 17 frames
+    (>= d: H folded into W_o) and 4 (< d: the gated product as written)."""
     form, params, state_dim = FORMS[name]
     w_out, b_out = tensors((D, state_dim), (D,), seed=2)
-    x, mask = batch(pad=pad)
+    x, mask = batch(t=t, pad=pad)
     z_ref, g_ref = grads_of(reference.polynomial_mixing, x, form, params, w_out, b_out, mask)
     z, g = grads_of(chunked.polynomial_mixing, x, form, params, w_out, b_out, mask, chunk_size=chunk_size)
     torch.testing.assert_close(z, z_ref, rtol=1e-10, atol=1e-10)
     for got, want in zip(g, g_ref):
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_folded_readout_matches_its_reference_twin(bias):
+    """(W_o diag(H_b)) s_t + b_o = W_o (s_t * H_b) + b_o: outputs and the gradients
+    of the gate, H, W_o and b_o (float64), dropout included (same seed, same mask)."""
+    gate, state, w_out, b_out = tensors((3, 9, WIDTH), (3, 1, WIDTH), (D, WIDTH), (D,) if bias else None, seed=4)
+    gate = torch.sigmoid(gate)
+    for dropout_p in (0.0, 0.3):
+        results = []
+        for fn in (readout.gated_readout, readout.folded_readout):
+            leaves = [None if t is None else t.clone().requires_grad_(True) for t in (gate, state, w_out, b_out)]
+            torch.manual_seed(7)
+            z = fn(*leaves, dropout_p=dropout_p)
+            probe = torch.randn(z.shape, generator=torch.Generator().manual_seed(5), dtype=z.dtype)
+            results.append((z, torch.autograd.grad((z * probe).sum(), [t for t in leaves if t is not None])))
+        (z_ref, g_ref), (z, g) = results
+        torch.testing.assert_close(z, z_ref, rtol=1e-12, atol=1e-12)
+        for got, want in zip(g, g_ref):
+            torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_readout_folds_one_state_per_utterance_on_long_inputs():
+    """The fold needs one H per utterance and pays from T >= d; running means are read as written."""
+    w_out = torch.zeros(D, WIDTH)
+    assert readout.folds(torch.zeros(2, 1, WIDTH), D, w_out)
+    assert not readout.folds(torch.zeros(2, 1, WIDTH), D - 1, w_out)
+    assert not readout.folds(torch.zeros(2, D, WIDTH), D, w_out)  # causal: one H per frame
+
+
+def test_the_fold_keeps_one_wide_tensor_less_for_backward():
+    """What autograd saves for the plain op's read-out: the gated [B, T, S] tensor is gone."""
+    from torch.autograd.graph import saved_tensors_hooks
+
+    def saved_elements(fn):
+        sizes = {}
+
+        def pack(t):
+            sizes[t.untyped_storage().data_ptr()] = t.numel()
+            return t
+
+        gate = torch.rand(2, 40, WIDTH, requires_grad=True)
+        state = torch.randn(2, 1, WIDTH, requires_grad=True)
+        w_out = torch.randn(D, WIDTH, requires_grad=True)
+        with saved_tensors_hooks(pack, lambda t: t):
+            fn(gate, state, w_out)
+        return sum(sizes.values())
+
+    wide = 2 * 40 * WIDTH
+    literal, folded = saved_elements(readout.gated_readout), saved_elements(readout.folded_readout)
+    assert literal >= 2 * wide  # the gate and the gated product
+    assert folded <= wide + 2 * D * WIDTH + 2 * WIDTH + D * WIDTH  # the gate, the folded weight, H, W_o
 
 
 def test_fused_op_falls_back_to_the_chunked_op_on_cpu():

@@ -84,6 +84,18 @@ CHECK = textwrap.dedent(
     dh = torch.randn_like(h)
     torch.testing.assert_close(torch.autograd.grad((h * dh).sum(), a2)[0],
                                torch.autograd.grad((h_ref * dh).sum(), a1)[0], rtol=1e-4, atol=1e-6)
+
+    # float16 with GELU products beyond 65504: the kernels compute in float32, H stays float32
+    tp.FRAMES_PER_PROGRAM = 256
+    big = [torch.randn(2 * 16, 10) * 120, torch.randn(2 * 16), torch.randn(2 * 16, 10), None,
+           torch.randn(10, 2 * 16) * 1e-4]
+    xh = torch.randn(2, 45, 10).half()
+    z16 = tp.polynomial_mixing(xh, ProductForm(2), tuple(t if t is None else t.half() for t in big[:4]),
+                               big[4].half(), None)
+    z32 = reference.polynomial_mixing(xh.float(), ProductForm(2), tuple(t if t is None else t.half().float()
+                                      for t in big[:4]), big[4].half().float(), None)
+    assert z16.dtype == torch.float16 and torch.isfinite(z16).all()
+    torch.testing.assert_close(z16.float(), z32, rtol=1e-2, atol=1e-2)
     print("fused PoM matches")
     """
 )
@@ -117,3 +129,48 @@ def test_fused_option_is_refused_where_it_does_not_apply():
         PolynomialMixer(8, causal=True, implementation="fused")
     with pytest.raises(ValueError, match="unknown implementation 'fused'"):
         SelectivePolynomialMixer(8, implementation="fused")
+
+
+def test_kernels_launch_on_the_device_of_their_tensors(monkeypatch):
+    """Triton launches on the current CUDA device: both kernels are launched inside
+    ``device_guard(a)``, which is ``torch.cuda.device(a.device)`` for a CUDA tensor
+    (a model on cuda:1 without torch.cuda.set_device(1)); fakes stand in for the GPU."""
+    from pom.ops.polynomial import fused as tp
+
+    events, device_guard = [], tp.device_guard
+
+    class Guard:
+        def __init__(self, device):
+            self.device = device
+
+        def __enter__(self):
+            events.append(("enter", self.device))
+
+        def __exit__(self, *exc):
+            events.append(("exit", self.device))
+
+    class FakeKernel:
+        def __init__(self, name):
+            self.name = name
+
+        def __getitem__(self, grid):
+            return lambda *args, **kwargs: events.append(("launch", self.name, args[0].device))
+
+    monkeypatch.setattr(tp, "device_guard", lambda tensor: Guard(tensor.device))
+    monkeypatch.setattr(tp, "_state_forward_kernel", FakeKernel("forward"))
+    monkeypatch.setattr(tp, "_state_backward_kernel", FakeKernel("backward"))
+    a = torch.randn(2, 5, 8, requires_grad=True)
+    tp.product_state(a, torch.full((2, 5), 0.2), 2).sum().backward()
+    cpu = a.device
+    assert events == [
+        ("enter", cpu), ("launch", "forward", cpu), ("exit", cpu),
+        ("enter", cpu), ("launch", "backward", cpu), ("exit", cpu),
+    ]  # fmt: skip
+
+    class OnSecondGpu:  # what the guard reads of a tensor on cuda:1
+        is_cuda = True
+        device = torch.device("cuda", 1)
+
+    guard = device_guard(OnSecondGpu())
+    assert isinstance(guard, torch.cuda.device) and guard.idx == 1  # built without touching CUDA
+    assert not isinstance(device_guard(torch.zeros(1)), torch.cuda.device)

@@ -14,8 +14,16 @@ matrices ``B_t, C_t``:
 with ``A = -exp(A_log)`` (``E x N``, ``N = d_state``). The bidirectional mixer
 (the BEST-RQ study's) adds a second Mamba run on each utterance reversed
 **within its valid length**, so padding never reaches valid frames in either
-direction. The scan is plain PyTorch (a loop over time, runs anywhere); on
-CUDA, ``mamba-ssm``'s fused ``selective_scan_fn`` is used when importable.
+direction.
+
+The scan (:mod:`pom.ops.selective_scan`) is chosen by the ``scan`` option for
+the device of the input: ``"auto"`` (default) runs ``mamba-ssm``'s fused
+kernel on CUDA (``pip install mamba-ssm``; without it a CUDA forward stops with
+a one-line error saying so) and the PyTorch scan elsewhere; ``"pytorch"``
+runs the PyTorch scan everywhere (a loop over time, chunked under activation
+checkpointing: memory bounded, but many times slower than the kernel on a GPU);
+``"mamba_ssm"`` requires the kernel. ``Δ`` is cast to the dtype of ``u`` for the
+kernel (autocast's ``softplus`` returns float32).
 
 Example
 -------
@@ -31,33 +39,24 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from pom.mixers.base import TokenMixer
-
-try:  # optional CUDA kernels
-    from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
-except Exception:  # pragma: no cover - not installed here
-    selective_scan_fn = None
+from pom.ops.selective_scan import SCANS, choose_scan, chunked_selective_scan, kernel_available, mamba_ssm_scan
 
 
-def selective_scan(u, delta, A, B, C, D):
-    """Reference selective scan. ``u, delta: [b, T, E]``, ``A: [E, N]``,
-    ``B, C: [b, T, N]``, ``D: [E]``; returns ``y: [b, T, E]``."""
-    b, t, e = u.shape
-    h = u.new_zeros(b, e, A.shape[1], dtype=torch.float32)
-    decay = torch.exp(delta.float().unsqueeze(-1) * A.float())  # [b, T, E, N]
-    drive = (delta.float() * u.float()).unsqueeze(-1) * B.float().unsqueeze(2)  # [b, T, E, N]
-    ys = []
-    for step in range(t):
-        h = decay[:, step] * h + drive[:, step]
-        ys.append(torch.einsum("ben,bn->be", h, C[:, step].float()))
-    y = torch.stack(ys, dim=1) if ys else u.new_zeros(b, 0, e, dtype=torch.float32)
-    return (y + u.float() * D.float()).to(u.dtype)
+def device_type(tensor):
+    """The device type the scan is chosen for (one place, so that a test can stand in for a GPU)."""
+    return tensor.device.type
 
 
 class MambaDirection(nn.Module):
     """One (left-to-right) Mamba block; see the module docstring."""
 
-    def __init__(self, d_model, d_state=16, d_conv=4, expand=2, dt_min=0.001, dt_max=0.1):
+    def __init__(self, d_model, d_state=16, d_conv=4, expand=2, dt_min=0.001, dt_max=0.1, scan="auto"):
         super().__init__()
+        if scan not in SCANS:
+            raise ValueError(f"Mamba: unknown scan '{scan}', expected one of {SCANS}")
+        if scan == "mamba_ssm" and not kernel_available():
+            raise ValueError("Mamba: scan='mamba_ssm' needs mamba-ssm: pip install mamba-ssm (or scan: auto)")
+        self.scan = scan
         inner = expand * d_model
         self.inner, self.d_state = inner, d_state
         self.dt_rank = math.ceil(d_model / 16)
@@ -80,21 +79,10 @@ class MambaDirection(nn.Module):
         dt, B, C = self.x_proj(u).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         delta = F.softplus(self.dt_proj(dt))
         A = -torch.exp(self.A_log.float())
-        if selective_scan_fn is not None and u.is_cuda:
-            y = (
-                selective_scan_fn(
-                    u.transpose(1, 2).contiguous(),
-                    delta.transpose(1, 2).contiguous(),
-                    A,
-                    B.transpose(1, 2).contiguous(),
-                    C.transpose(1, 2).contiguous(),
-                    self.D.float(),
-                )
-                .transpose(1, 2)
-                .to(u.dtype)
-            )
+        if choose_scan(self.scan, device_type(u), kernel_available()) == "mamba_ssm":
+            y = mamba_ssm_scan(u, delta, A, B, C, self.D)
         else:
-            y = selective_scan(u, delta, A, B, C, self.D)
+            y = chunked_selective_scan(u, delta, A, B, C, self.D)
         return self.out_proj(y * F.silu(z))
 
 
@@ -135,14 +123,19 @@ class Mamba(TokenMixer):
         Add a right-to-left Mamba (summed). Forced off by ``causal=True``.
     causal : bool
         Left-to-right only.
+    scan : str
+        Who computes the selective scan: ``"auto"`` (mamba-ssm's kernel on
+        CUDA, required there; PyTorch elsewhere), ``"pytorch"`` or ``"mamba_ssm"``.
     """
 
-    def __init__(self, d_model, d_state=16, d_conv=4, expand=2, bidirectional=True, causal=False):
+    def __init__(self, d_model, d_state=16, d_conv=4, expand=2, bidirectional=True, causal=False, scan="auto"):
         super().__init__()
         self.causal = causal
         self.bidirectional = bidirectional and not causal
-        self.forward_mamba = MambaDirection(d_model, d_state, d_conv, expand)
-        self.backward_mamba = MambaDirection(d_model, d_state, d_conv, expand) if self.bidirectional else None
+        self.forward_mamba = MambaDirection(d_model, d_state, d_conv, expand, scan=scan)
+        self.backward_mamba = None
+        if self.bidirectional:
+            self.backward_mamba = MambaDirection(d_model, d_state, d_conv, expand, scan=scan)
 
     def forward(self, x, padding_mask=None):
         """Mixes ``x`` ``[B, T, d]``; ``padding_mask`` ``[B, T]`` True at padded frames."""

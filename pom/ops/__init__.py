@@ -7,7 +7,9 @@ ops; ops never import :mod:`pom.mixers` (one direction, as ``mamba_ssm.modules
 * :mod:`pom.ops.masking`: the masked (valid-frame) mean over time,
   ``\\bar{h} = \\sum_t m_t h_t / \\max(1, \\sum_t m_t)``, its causal and
   chunk-streaming forms, and padding masks from lengths;
-* :mod:`pom.ops.polynomial`: PoM's expansion and mixing (reference, chunked, fused).
+* :mod:`pom.ops.polynomial`: PoM's expansion and mixing (reference, chunked, fused);
+* :mod:`pom.ops.selective_scan`: Mamba's selective scan (reference, chunked under
+  checkpointing, mamba-ssm's kernel) and the choice among them per device.
 
 Example
 -------

@@ -180,8 +180,9 @@ class EncoderConfig:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
 
-    #: Mixer options that change training, not the weights (a fine-tuning may use another value).
-    TRAINING_ONLY_OPTIONS = ("dropout",)
+    #: Mixer options that change training or how the same function is computed, not the weights
+    #: (a fine-tuning may use another value; a configuration saved without them still matches).
+    TRAINING_ONLY_OPTIONS = ("dropout", "implementation", "chunk_size", "scan")
 
     @classmethod
     def differences(cls, saved, current, labels=("saved", "here")):

@@ -1,10 +1,12 @@
 """PoM's computations as ops on tensors (never on a mixer object).
 
-One module per job, imported in one direction (``fused`` imports ``chunked``
-and ``reference``; all of them import ``forms`` or :mod:`pom.ops.masking`):
+One module per job, imported in one direction (``fused`` imports ``chunked``;
+the mixing ops import ``forms``, ``readout`` and :mod:`pom.ops.masking`):
 
 * :mod:`~pom.ops.polynomial.forms`: the per-frame expansions ``P(x)`` and
   gates ``s(x)`` (product, power series, top order), written once;
+* :mod:`~pom.ops.polynomial.readout`: ``W_o (s * H) + b_o``, as written and
+  with ``H`` folded into ``W_o`` (one batched GEMM, no gated tensor);
 * :mod:`~pom.ops.polynomial.reference`: the mixing in plain PyTorch (global,
   causal, chunk-streaming) and the product state, the twins of the fast ops;
 * :mod:`~pom.ops.polynomial.chunked`: the same mixing chunk by chunk over

@@ -8,12 +8,17 @@ processed in chunks of ``chunk_size`` frames:
 
 * **forward**, pass 1: ``H = (1/|V|) sum_{t in V} P(x_t)`` accumulated chunk by
   chunk (:func:`~pom.ops.masking.masked_sum`, float32 for half precision);
-  pass 2: ``z_t = W_o (s(x_t) * H) + b_o`` chunk by chunk. Only ``x``, the
-  valid frames and ``H`` (``[B, state_dim]``) are kept for backward.
+  pass 2: ``z_t = W_o (s(x_t) * H) + b_o`` chunk by chunk, with ``H`` folded
+  into ``W_o`` when the input is longer than ``d`` frames
+  (:mod:`~pom.ops.polynomial.readout`: one ``[B, d, state_dim]`` weight, no
+  gated tensor). Only ``x``, the valid frames and ``H`` (``[B, state_dim]``,
+  float32 for half precision) are kept for backward.
 * **backward** recomputes each chunk's intermediates instead of storing them:
-  pass 1 (gate side) back-propagates ``dz`` through ``W_o`` and the gate and
-  accumulates ``dH = sum_t W_o^T dz_t * s_t``; pass 2 (polynomial side)
-  back-propagates ``dP_t = m_t dH / |V|`` through the form.
+  pass 1 (gate side) back-propagates ``dz`` through the read-out and the gate
+  and accumulates ``dH = sum_t W_o^T dz_t * s_t`` (folded: ``dM = sum_t dz_t
+  s_t^T``, then ``dH = sum_rows dM * W_o`` and ``dW_o = sum_b dM * H``, in
+  float32); pass 2 (polynomial side) back-propagates ``dP_t = m_t dH / |V|``
+  through the form.
 
 Activation memory drops from ``O(T * state_dim)`` to ``O(T * d)`` plus one
 chunk's working set, at the price of recomputing the expansion once in
@@ -40,9 +45,9 @@ True
 """
 
 import torch
-import torch.nn.functional as F
 
 from pom.ops.masking import masked_sum, valid_frame_counts, valid_frames
+from pom.ops.polynomial.readout import apply_folded, fold_weight, folds, gated_readout
 
 DEFAULT_CHUNK_SIZE = 1024
 
@@ -83,22 +88,24 @@ class _ChunkedPolynomialMixing(torch.autograd.Function):
         out_weight, out_bias, *params = weights
         inputs, x = x, x.detach()
         batch, time, _ = x.shape
-        # pass 1: H = masked mean of P(x_t)
-        total, terms_dtype = None, None
+        # pass 1: H = masked mean of P(x_t), float32 for half precision
+        total = None
         for start in range(0, time, chunk_size):
             chunk = slice(start, start + chunk_size)
-            terms = form.terms(x[:, chunk], params)
-            terms_dtype = terms.dtype
-            part = masked_sum(terms, None if valid is None else valid[:, chunk])
+            part = masked_sum(form.terms(x[:, chunk], params), None if valid is None else valid[:, chunk])
             total = part if total is None else total + part
         counts = valid_frame_counts(valid, batch, time, total.dtype, total.device)
-        state = (total / counts).to(terms_dtype)
-        # pass 2: gated read-out, one chunk at a time
-        out = [
-            F.linear(form.gate(x[:, start : start + chunk_size], params) * state, out_weight, out_bias)
-            for start in range(0, time, chunk_size)
-        ]
-        ctx.form, ctx.chunk_size = form, chunk_size
+        state = total / counts
+        # pass 2: read-out, one chunk at a time (H folded into W_o on long inputs)
+        fold, weight, out = folds(state, time, out_weight), None, []
+        for start in range(0, time, chunk_size):
+            gate = form.gate(x[:, start : start + chunk_size], params)
+            if not fold:
+                out.append(gated_readout(gate, state, out_weight, out_bias))
+                continue
+            weight = fold_weight(out_weight, state, gate.dtype) if weight is None else weight
+            out.append(apply_folded(gate, weight, out_bias))
+        ctx.form, ctx.chunk_size, ctx.fold = form, chunk_size, fold
         ctx.autocast = _autocast_state(x.device.type)
         ctx.save_for_backward(inputs, valid, state, counts, *weights)
         return torch.cat(out, dim=1) if len(out) > 1 else out[0]
@@ -121,17 +128,33 @@ class _ChunkedPolynomialMixing(torch.autograd.Function):
                     grad_weights[i] = g if grad_weights[i] is None else grad_weights[i] + g
 
         state_leaf = state.detach().requires_grad_(True)
-        grad_state = torch.zeros_like(state, dtype=counts.dtype)  # float32 for half precision, as in forward
+        grad_state = torch.zeros_like(state)  # float32 for half precision, as in forward
+        weight_leaf, grad_weight = None, None  # the folded W_o diag(H) and its gradient dM (float32)
         with torch.enable_grad(), _autocast(ctx.autocast):
             # pass 1: gate side -> grads of x, gate and output weights, and dH
             for start in range(0, time, chunk_size):
                 x_c = x[:, start : start + chunk_size].detach().requires_grad_(ctx.needs_input_grad[0])
-                z_c = F.linear(form.gate(x_c, params) * state_leaf, out_weight, out_bias)
-                gx, gs, *gw = _grads(z_c, [x_c, state_leaf, *weights], grad_out[:, start : start + chunk_size])
-                grad_state += gs.to(grad_state.dtype)
+                gate = form.gate(x_c, params)
+                grad_z = grad_out[:, start : start + chunk_size]
+                if not ctx.fold:
+                    z_c = gated_readout(gate, state_leaf, out_weight, out_bias)
+                    gx, gs, *gw = _grads(z_c, [x_c, state_leaf, *weights], grad_z)
+                    grad_state += gs.to(grad_state.dtype)
+                    accumulate([gx, *gw], start)
+                    continue
+                if weight_leaf is None:
+                    weight_leaf = fold_weight(out_weight.detach(), state, gate.dtype).requires_grad_(True)
+                    grad_weight = torch.zeros_like(weight_leaf, dtype=state.dtype)
+                gx, gm, *gw = _grads(apply_folded(gate, weight_leaf, out_bias), [x_c, weight_leaf, *weights], grad_z)
+                grad_weight += gm.to(grad_weight.dtype)
                 accumulate([gx, *gw], start)
+            if ctx.fold:  # M = W_o diag(H): dW_o = sum_b dM_b * H_b, dH_b = sum_rows dM_b * W_o
+                grad_state += (grad_weight * out_weight.to(grad_weight.dtype)).sum(dim=1, keepdim=True)
+                if ctx.needs_input_grad[4]:
+                    grad_out_weight = (grad_weight * state).sum(dim=0).to(out_weight.dtype)
+                    grad_weights[0] = grad_out_weight if grad_weights[0] is None else grad_weights[0] + grad_out_weight
             # pass 2: polynomial side, dP_t = m_t dH / |V| (the backward of the masked mean)
-            grad_terms_all = (grad_state / counts).to(state.dtype)
+            grad_terms_all = grad_state / counts
             for start in range(0, time, chunk_size):
                 x_c = x[:, start : start + chunk_size].detach().requires_grad_(ctx.needs_input_grad[0])
                 terms = form.terms(x_c, params)

@@ -20,6 +20,13 @@ equal channel slices of ``x`` with its own weights and concatenates the
 results (frequency-aware PoM). Weights are read with ``F.linear`` (no module
 calls), so recomputing a form in a backward pass triggers no module hooks.
 
+Precision: the projections run in the autocast dtype; ``P(x)`` is evaluated
+in float32 when that dtype is float16 (:func:`polynomial_input`): a product of
+two GELUs passes float16's largest value, 65504, once ``|a|`` passes about
+256 (about 40 for three). bfloat16 has float32's range and is kept (8
+significant bits per factor; every sum over time is float32). The gates
+(sigmoid, hardsigmoid) lie in ``[0, 1]`` and keep the autocast dtype.
+
 Example
 -------
 >>> import torch
@@ -37,6 +44,17 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+
+def polynomial_input(projection):
+    """``projection`` in the dtype ``P`` is evaluated in: float32 for float16, unchanged otherwise.
+
+    Example
+    -------
+    >>> polynomial_input(torch.ones(1, dtype=torch.float16)).dtype, polynomial_input(torch.ones(1)).dtype
+    (torch.float32, torch.float32)
+    """
+    return projection.float() if projection.dtype == torch.float16 else projection
 
 
 def cumulative_products(branches):
@@ -83,8 +101,8 @@ class ProductForm:
         return self.degree * width
 
     def activate(self, projection):
-        """``P`` from the branch projection ``a = W x + b`` of one group."""
-        return cumulative_products(F.gelu(projection).chunk(self.degree, dim=-1))
+        """``P`` from the branch projection ``a = W x + b`` of one group (float32 for float16 ``a``)."""
+        return cumulative_products(F.gelu(polynomial_input(projection)).chunk(self.degree, dim=-1))
 
     def _per_group(self, x, projections, fn):
         """``fn(x_g, W_g, b_g)`` for every group, concatenated on channels."""
@@ -129,8 +147,8 @@ class PowerSeriesForm:
         return F.linear(x, weight[part], None if bias is None else bias[part])
 
     def activate(self, projection, coefficients):
-        """``P`` from ``W_a x + b_a``."""
-        a = torch.clamp(F.leaky_relu(projection, 0.01), -0.1, 6.0)
+        """``P`` from ``W_a x + b_a`` (float32 for float16 input)."""
+        a = torch.clamp(F.leaky_relu(polynomial_input(projection), 0.01), -0.1, 6.0)
         coefficients = coefficients.to(a.dtype)
         terms, power = coefficients[0] * a, a
         for p in range(1, self.degree):
@@ -168,8 +186,8 @@ class TopOrderForm:
         return width
 
     def terms(self, x, params):
-        """``P(x)``: ``[..., D d]``."""
-        return F.relu(F.linear(x, params[0], params[1])).pow(self.degree)
+        """``P(x)``: ``[..., D d]`` (float32 for a float16 projection)."""
+        return F.relu(polynomial_input(F.linear(x, params[0], params[1]))).pow(self.degree)
 
     def gate(self, x, params):
         """``s(x)``: ``[..., D d]``."""

@@ -17,8 +17,14 @@ from ``a`` and writes ``da`` directly::
 
     da_j = gelu'(a_j) sum_{i >= j} w_bt dH_i prod_{l <= i, l != j} gelu(a_l)
 
-(no division by a branch, so zeros are exact). The gate and the output
-projection stay in PyTorch (two GEMMs and one elementwise product).
+(no division by a branch, so zeros are exact). The kernels read ``a`` in any
+dtype and compute in float32; ``H`` is float32. The gate and the read-out stay
+in PyTorch (:func:`pom.ops.polynomial.readout.readout`: ``H`` folded into the
+output projection on inputs longer than ``d`` frames, one batched GEMM).
+
+Kernels launch on the device of their tensors (:func:`device_guard`), not on
+the current CUDA device, so a model on ``cuda:1`` runs without
+``torch.cuda.set_device(1)``.
 
 Launch shape: the forward kernel splits time as well as channels and terms
 (``FRAMES_PER_PROGRAM`` frames per program, partial sums added in PyTorch), so
@@ -45,6 +51,7 @@ Example
 (True, False, False)
 """
 
+import contextlib
 import os
 import warnings
 
@@ -54,7 +61,7 @@ import torch.nn.functional as F
 from pom.ops.masking import frame_weights
 from pom.ops.polynomial import chunked
 from pom.ops.polynomial.forms import ProductForm
-from pom.ops.polynomial.reference import gated_readout
+from pom.ops.polynomial.readout import readout
 
 try:  # Triton ships with CUDA builds of PyTorch; absent elsewhere
     import triton
@@ -170,6 +177,12 @@ if triton is not None:
         tl.store(da_ptr + rows + j * W, da.to(da_ptr.dtype.element_ty), mask=ok)
 
 
+def device_guard(tensor):
+    """The context in which kernels on ``tensor`` launch: ``torch.cuda.device(tensor.device)``
+    for a CUDA tensor (Triton launches on the current device), nothing otherwise."""
+    return torch.cuda.device(tensor.device) if tensor.is_cuda else contextlib.nullcontext()
+
+
 class _PolynomialState(torch.autograd.Function):
     """``H = reference.product_state(a, weights, degree)`` with the Triton kernels;
     keeps only ``a`` and ``weights`` for backward."""
@@ -183,10 +196,11 @@ class _PolynomialState(torch.autograd.Function):
         slices = triton.cdiv(time, FRAMES_PER_PROGRAM)
         partial = torch.empty(batch, slices, width_all, device=a.device, dtype=torch.float32)
         grid = (batch * slices, triton.cdiv(width, BLOCK_C), degree)
-        _state_forward_kernel[grid](
-            a, weights, partial, time, width, width_all, slices, FRAMES_PER_PROGRAM,
-            K=degree, BT=BLOCK_T, BC=BLOCK_C,
-        )  # fmt: skip
+        with device_guard(a):
+            _state_forward_kernel[grid](
+                a, weights, partial, time, width, width_all, slices, FRAMES_PER_PROGRAM,
+                K=degree, BT=BLOCK_T, BC=BLOCK_C,
+            )  # fmt: skip
         ctx.save_for_backward(a, weights)
         ctx.degree = degree
         return partial.sum(dim=1)
@@ -199,10 +213,11 @@ class _PolynomialState(torch.autograd.Function):
         grad_a = torch.empty_like(a)
         n_time = triton.cdiv(time, BLOCK_T)
         grid = (batch * n_time, triton.cdiv(width, BLOCK_C), ctx.degree)
-        _state_backward_kernel[grid](
-            a, weights, grad_state.float().contiguous(), grad_a, time, width, width_all, n_time,
-            K=ctx.degree, BT=BLOCK_T, BC=BLOCK_C,
-        )  # fmt: skip
+        with device_guard(a):
+            _state_backward_kernel[grid](
+                a, weights, grad_state.float().contiguous(), grad_a, time, width, width_all, n_time,
+                K=ctx.degree, BT=BLOCK_T, BC=BLOCK_C,
+            )  # fmt: skip
         return grad_a, None, None
 
 
@@ -232,6 +247,5 @@ def polynomial_mixing(
         raise NotImplementedError("fused PoM supports neither causal=True nor dropout; use implementation='plain'")
     batch, time, _ = x.shape
     weights = frame_weights(padding_mask, batch, time, x.device)
-    state = product_state(F.linear(x, params[0], params[1]), weights, form.degree)
-    gate = form.gate(x, params)
-    return gated_readout(gate, state.to(gate.dtype).unsqueeze(1), out_weight, out_bias)
+    state = product_state(F.linear(x, params[0], params[1]), weights, form.degree)  # float32
+    return readout(form.gate(x, params), state.unsqueeze(1), out_weight, out_bias)

@@ -19,6 +19,10 @@ Every implementation of it has this module's signature::
 ``padding_mask`` ``[B, T]`` True at padded frames); the chunked and fused ops
 add one keyword-only tuning option, ``chunk_size``.
 
+The global state ``H`` is kept in float32 under autocast (a sum of float32 or
+float32-accumulated terms) and read out by :func:`pom.ops.polynomial.readout.readout`:
+folded into ``W_o`` on inputs longer than ``d`` frames, as written otherwise.
+
 :func:`streaming_polynomial_mixing` is the same mixing when frames arrive in
 chunks (dynamic chunk training and streaming): frame ``t`` reads the mean of
 ``P`` up to the end of its chunk. :func:`product_state` is the product form's
@@ -38,10 +42,9 @@ Example
 True
 """
 
-import torch.nn.functional as F
-
-from pom.ops.masking import chunked_mean, masked_mean
+from pom.ops.masking import chunked_mean, masked_mean, masked_sum, valid_frame_counts, valid_frames
 from pom.ops.polynomial.forms import ProductForm
+from pom.ops.polynomial.readout import gated_readout, readout
 
 #: The forms this op computes (see :func:`supports`).
 SUPPORTED_FORMS = "every form"
@@ -52,12 +55,11 @@ def supports(form):
     return True
 
 
-def gated_readout(gate, state, out_weight, out_bias=None, dropout_p=0.0):
-    """``W_o dropout(gate * state) + b_o``; ``state`` broadcasts over time."""
-    gated = gate * state
-    if dropout_p > 0:
-        gated = F.dropout(gated, dropout_p)
-    return F.linear(gated, out_weight, out_bias)
+def utterance_state(terms, padding_mask=None):
+    """``H = (1/|V|) sum_{t in V} P(x_t)``, ``[B, 1, S]``, float32 for half-precision ``terms``."""
+    valid = valid_frames(padding_mask, terms.shape, terms.device)
+    total = masked_sum(terms, valid)
+    return total / valid_frame_counts(valid, terms.shape[0], terms.shape[1], total.dtype, total.device)
 
 
 def polynomial_mixing(x, form, params, out_weight, out_bias=None, padding_mask=None, causal=False, dropout_p=0.0):
@@ -86,7 +88,9 @@ def polynomial_mixing(x, form, params, out_weight, out_bias=None, padding_mask=N
         ``[B, T, d]``.
     """
     terms, gate = form.terms_and_gate(x, params)
-    return gated_readout(gate, masked_mean(terms, padding_mask, causal=causal), out_weight, out_bias, dropout_p)
+    if causal:
+        return gated_readout(gate, masked_mean(terms, padding_mask, causal=True), out_weight, out_bias, dropout_p)
+    return readout(gate, utterance_state(terms, padding_mask), out_weight, out_bias, dropout_p)
 
 
 def streaming_polynomial_mixing(

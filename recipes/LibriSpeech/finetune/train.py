@@ -72,6 +72,7 @@ from pom.recipe.checkpoints import (
 from pom.recipe.checks import ConfigurationError
 from pom.recipe.files import atomic_write, write_json
 from pom.recipe.hparams import load_hparams, resolve_hparams_file, save_run_hparams
+from pom.recipe.loading import loader_options, run_device
 from pom.recipe.pretrained import PretrainedMismatchError, check_pretrained_config, load_pretrained
 from pom.recipe.tokens import TOKEN_TYPES, CTCTokens
 from pom.recipe.tracking import Trackers, missing_packages
@@ -242,8 +243,9 @@ def report_unknown_characters(name, counts):
         )
 
 
-def dataio_prepare(hparams, tokens):
-    """Train/valid/test datasets: audio and CTC targets; the train loader options."""
+def dataio_prepare(hparams, tokens, device="cpu"):
+    """Train/valid/test datasets: audio and CTC targets; the train, valid and test
+    loader options that apply on ``device`` (see :mod:`pom.recipe.loading`)."""
 
     def read(csv_path):
         # Audio paths may start with $data_root (SpeechBrain's convention): the data folder.
@@ -291,20 +293,20 @@ def dataio_prepare(hparams, tokens):
     sb.dataio.dataset.add_dynamic_item(datasets, text_pipeline)
     sb.dataio.dataset.set_output_keys(datasets, ["id", "sig", "wrd", "tokens"])
 
-    if hparams["max_batch_len"]:
-        train_loader_kwargs = {
-            "batch_sampler": DynamicBatchSampler(
-                train_data,
-                max_batch_length=hparams["max_batch_len"],
-                num_buckets=hparams["num_buckets"],
-                length_func=lambda x: x["duration"],
-                shuffle=True,
-                batch_ordering="random",
-                seed=hparams["seed"],
-            ),
-            "num_workers": hparams["train_dataloader_opts"]["num_workers"],
-        }
-    return train_data, valid_data, test_datasets, train_loader_kwargs
+    if hparams["max_batch_len"]:  # dynamic batches: the sampler replaces batch_size and shuffle
+        for key in ("batch_size", "shuffle"):
+            train_loader_kwargs.pop(key, None)
+        train_loader_kwargs["batch_sampler"] = DynamicBatchSampler(
+            train_data,
+            max_batch_length=hparams["max_batch_len"],
+            num_buckets=hparams["num_buckets"],
+            length_func=lambda x: x["duration"],
+            shuffle=True,
+            batch_ordering="random",
+            seed=hparams["seed"],
+        )
+    loaders = [train_loader_kwargs, hparams["valid_dataloader_opts"], hparams["test_dataloader_opts"]]
+    return train_data, valid_data, test_datasets, *(loader_options(opts, device) for opts in loaders)
 
 
 def build_tokens(hparams):
@@ -345,6 +347,7 @@ def check_hparams(hparams, run_opts):
             "beam_size",
         ),
         *checks.integers(hparams, "num_workers", "seed", minimum=0),
+        *checks.integers(hparams, "prefetch_factor", optional=True),
         *checks.integers(hparams, "avg_checkpoints"),
         *checks.one_of(hparams, "token_type", TOKEN_TYPES),
         *checks.one_of(hparams, "best_metric", ("WER", "CER", "loss")),
@@ -354,6 +357,7 @@ def check_hparams(hparams, run_opts):
         *checks.booleans(
             hparams, "augment", "freeze_encoder", "skip_prep", "causal", "streaming", "use_tensorboard", "use_wandb"
         ),
+        *checks.booleans(hparams, "pin_memory", "persistent_workers"),
         *checks.fp16_on_cpu(hparams, run_opts),
         *missing_packages(hparams),
     ]
@@ -527,7 +531,9 @@ def main(argv):
     batch_plan = plan_global_batch(hparams)
 
     try:
-        train_data, valid_data, test_datasets, train_loader_kwargs = dataio_prepare(hparams, tokens)
+        train_data, valid_data, test_datasets, train_loader_kwargs, valid_loader_kwargs, test_loader_kwargs = (
+            dataio_prepare(hparams, tokens, run_device(hparams, run_opts))
+        )
         unknown = {
             name: tokens.unknown_characters(read_transcripts(path)) for name, path in named_test_sets(hparams).items()
         }
@@ -573,20 +579,22 @@ def main(argv):
             train_data,
             valid_data,
             train_loader_kwargs=train_loader_kwargs,
-            valid_loader_kwargs=hparams["valid_dataloader_opts"],
+            valid_loader_kwargs=valid_loader_kwargs,
         )
         epochs = hparams["epoch_counter"].current  # before a checkpoint is loaded for the test
         run_on_main(average_for_test, kwargs={"hparams": hparams})
-        run_tests(asr_brain, hparams, tokens, test_datasets, found, batch_plan, n_encoder, n_head, epochs)
+        tests = (test_datasets, test_loader_kwargs)
+        run_tests(asr_brain, hparams, tokens, tests, found, batch_plan, n_encoder, n_head, epochs)
     finally:
         asr_brain.trackers.close()
     if if_main_process():
         logger.info(f"Results: {hparams['results_file']}")
 
 
-def run_tests(asr_brain, hparams, tokens, test_datasets, found, batch_plan, n_encoder, n_head, epochs):
-    """Decodes every test set with the checkpoint the run tests with, writing
-    ``wer_<test set>.txt`` and ``results.json``."""
+def run_tests(asr_brain, hparams, tokens, tests, found, batch_plan, n_encoder, n_head, epochs):
+    """Decodes every test set of ``tests = (datasets, loader options)`` with the
+    checkpoint the run tests with, writing ``wer_<test set>.txt`` and ``results.json``."""
+    test_datasets, test_loader_kwargs = tests
     if hparams["test_decoding"] == "beam":
         asr_brain.test_searcher = CTCBeamSearcher(
             **hparams["test_beam_search"],
@@ -621,7 +629,7 @@ def run_tests(asr_brain, hparams, tokens, test_datasets, found, batch_plan, n_en
     for name, dataset in test_datasets.items():
         report_unknown_characters(f"test set {name}", asr_brain.unknown_characters[name])
         asr_brain.test_split = name
-        asr_brain.evaluate(dataset, min_key=hparams["best_metric"], test_loader_kwargs=hparams["test_dataloader_opts"])
+        asr_brain.evaluate(dataset, min_key=hparams["best_metric"], test_loader_kwargs=test_loader_kwargs)
 
 
 if __name__ == "__main__":

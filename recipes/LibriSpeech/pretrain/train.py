@@ -50,6 +50,7 @@ from pom.recipe.checkpoints import EncoderConfigMismatch, module_fingerprint, st
 from pom.recipe.checks import ConfigurationError
 from pom.recipe.files import copy_file, write_json
 from pom.recipe.hparams import load_hparams, resolve_hparams_file, save_run_hparams
+from pom.recipe.loading import loader_options, run_device
 from pom.recipe.tracking import Trackers, missing_packages
 
 logger = get_logger(__name__)
@@ -245,8 +246,9 @@ class BestRQBrain(sb.Brain):
             raise RuntimeError(f"DDP ranks disagree at {where}: {every}")
 
 
-def dataio_prepare(hparams):
-    """Train dataset, train/valid loader options (dynamic batches, BEST-RQ masks)."""
+def dataio_prepare(hparams, device="cpu"):
+    """Train dataset, train/valid loader options (dynamic batches, BEST-RQ masks;
+    the YAML's loader options that apply on ``device``, see :mod:`pom.recipe.loading`)."""
     # Audio paths of the CSVs may start with $data_root (SpeechBrain's convention): the data folder.
     replacements = {"data_root": hparams["data_folder"]}
     train_data = sb.dataio.dataset.DynamicItemDataset.from_csv(csv_path=hparams["train_csv"], replacements=replacements)
@@ -301,12 +303,10 @@ def dataio_prepare(hparams):
         batch_ordering="random",
         seed=hparams["seed"],
     )
-    train_loader_kwargs = {
-        "batch_sampler": train_sampler,
-        "collate_fn": collate,
-        "num_workers": hparams["train_dataloader_options"]["num_workers"],
-    }
-    valid_loader_kwargs = dict(hparams["valid_dataloader_options"], collate_fn=collate)
+    train_loader_kwargs = loader_options(
+        dict(hparams["train_dataloader_options"], batch_sampler=train_sampler, collate_fn=collate), device
+    )
+    valid_loader_kwargs = loader_options(dict(hparams["valid_dataloader_options"], collate_fn=collate), device)
     logger.info(
         f"{len(train_data)} training utterances in {len(train_sampler)} dynamic batches of "
         f"<= {hparams['max_batch_len']} s ({hparams['train_num_buckets']} buckets)"
@@ -337,7 +337,9 @@ def check_hparams(hparams, run_opts):
             "num_end_of_epoch_ckpts",
         ),
         *checks.integers(hparams, "num_workers", "seed", minimum=0),
+        *checks.integers(hparams, "prefetch_factor", optional=True),
         *checks.booleans(hparams, "skip_prep", "causal", "streaming", "use_tensorboard", "use_wandb"),
+        *checks.booleans(hparams, "pin_memory", "persistent_workers"),
         *checks.fp16_on_cpu(hparams, run_opts),
         *missing_packages(hparams),
     ]
@@ -472,7 +474,9 @@ def main(argv):
                 "skip_prep": hparams["skip_prep"],
             },
         )
-        train_data, valid_data, train_sampler, train_kwargs, valid_kwargs = dataio_prepare(hparams)
+        train_data, valid_data, train_sampler, train_kwargs, valid_kwargs = dataio_prepare(
+            hparams, run_device(hparams, run_opts)
+        )
     except (ValueError, FileNotFoundError) as err:
         raise ConfigurationError(f"data preparation failed: {err}") from None
     record_global_batch(hparams, batch_plan, train_sampler)
