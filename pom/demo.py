@@ -12,7 +12,7 @@
 5. prints the WER/CER tables (``python -m pom.results``);
 6. measures time and memory of the demo's PoM encoder against a parameter-matched
    MHA encoder (RelPosMHAXL) from 10 s to 2 minutes of input and plots them
-   (``benchmarks/long_recordings.py``; ``--no-efficiency`` skips it), then exports
+   (:mod:`pom.measure.encoders`; ``--no-efficiency`` skips it), then exports
    the model for SpeechBrain's ``EncoderASR`` and prints where the outputs are.
 
 The small sizes are command-line overrides of the real YAML files
@@ -122,7 +122,7 @@ LM_ORDER = 4
 DEFAULT_HOURS = 5.0
 #: The efficiency plot at the end: encoders alone at the demo's sizes (parameter-matched),
 #: one forward of random features per length, each in its own process
-#: (benchmarks/long_recordings.py; time and peak memory do not depend on the weights).
+#: (pom.measure.encoders; time and peak memory do not depend on the weights).
 #: MHA is the paper's MHA baseline, SpeechBrain's Conformer attention (RelPosMHAXL), whose
 #: attention scores grow with the square of the length (at 5 min: 58 s and 9 GB against PoM's
 #: 0.7 s and 0.7 GB on 2 cores, hence 2 min here).
@@ -445,29 +445,24 @@ def main(argv=None):
 
 def run_efficiency(folder, lengths, threads):
     """Step 6: time and memory of the demo's PoM encoder and a parameter-matched MHA
-    (RelPosMHAXL) encoder (:data:`MODEL`'s sizes) against input length (``lengths``, seconds);
-    returns the plot's path, or None (with a warning: the trained model is already there) if the benchmark failed."""
-    script = os.path.join(ROOT, "benchmarks", "long_recordings.py")
+    (RelPosMHAXL) encoder (:data:`MODEL`'s sizes) against input length (``lengths``, seconds),
+    each length in its own process (:mod:`pom.measure.encoders`); returns the plot's path, or
+    None (with a warning: the trained model is already there) if the measurement failed."""
+    from pom.measure.encoders import measure_encoders, write_report
+
     lengths = [int(s) if float(s).is_integer() else s for s in lengths]
     seconds = ", ".join(f"{s / 60:g} min" if s >= 60 else f"{s} s" for s in lengths)
     print(
         f"\n=== 6/6 efficiency: {' vs '.join(EFFICIENCY_ENCODERS)} at the demo's sizes, {seconds} of input", flush=True
     )
-    if not os.path.isfile(script):
-        print(f"warning: {script} not found: no efficiency plot")
+    try:
+        sizes = {key: value for key, value in MODEL.items() if key != "dropout"}
+        models = {name: (name, model_overrides(*matched_model(name, sizes)[:2])) for name in EFFICIENCY_ENCODERS}
+        rows = measure_encoders(models, lengths, threads=threads, timeout=300)
+        return write_report(rows, folder, "The demo's encoders alone", threads, stem="long_recordings")
+    except Exception as err:  # noqa: BLE001 -- the trained model is kept whatever happens here
+        print(f"warning: the efficiency measurement failed ({type(err).__name__}: {err}); the trained model is kept")
         return None
-    command = [
-        sys.executable, script, "--encoders", *EFFICIENCY_ENCODERS, "--encoder_size", "demo",
-        "--encoder_seconds", *map(str, lengths), "--threads", str(threads), "--timeout", "300",
-        "--out", folder,
-    ]  # fmt: skip
-    print("$ " + " ".join(command), flush=True)
-    proc = subprocess.run(command, cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS=str(threads)))
-    plot = os.path.join(folder, "long_recordings.png")
-    if proc.returncode != 0 or not os.path.isfile(plot):
-        print(f"warning: the efficiency benchmark failed (exit status {proc.returncode}); the trained model is kept")
-        return None
-    return plot
 
 
 def export_model(run, target, decoding="greedy", beam_size=None):

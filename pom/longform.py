@@ -56,7 +56,7 @@ parameters, synthetic test-clean utterances concatenated, greedy decoding), the
 whole-file CER exceeds decoding each utterance alone by 1.4 points at 30 s, 3.9
 at 10 min and 5.1 at 25 min; 20 s windows with 4 s of overlap by 0.8 at most
 (10, 30 and 45 s windows: 0.4, 1.1 and 1.3 at 10 min). ``benchmarks/README.md``
-("Long recordings") has the table and ``benchmarks/long_recordings.py``.
+("Long recordings") has the table and ``python -m benchmarks.long_recordings``.
 
 :class:`pom.export.modules.LongFormSequential` (the ``encoder`` of an exported
 ``EncoderASR`` model) picks one of them for inputs longer than

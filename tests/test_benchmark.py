@@ -7,18 +7,12 @@ equivalence check passes, and the floor's computations hold.
 
 import doctest
 import math
-import os
-import sys
 
 import pytest
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:  # benchmarks/ is a package of scripts at the repository root, not installed
-    sys.path.insert(0, ROOT)
-
-from benchmarks import check, common, efficiency, floor  # noqa: E402
-from pom.parameters import count_parameters  # noqa: E402
+from benchmarks import check, common, efficiency, floor
+from pom.parameters import count_parameters
 
 
 @pytest.fixture
