@@ -30,13 +30,16 @@ import time
 
 import torch
 
+# the measurement core lives in pom.measure (make demo uses it too); the scripts use these names from here
+from pom.measure.encoders import FRAMES_PER_SECOND, N_MELS  # noqa: F401
+from pom.measure.machine import device_name
+from pom.measure.plots import MARKERS, draw_series, figure, save_figure  # noqa: F401
+from pom.measure.process import is_oom, proc_status_kb  # noqa: F401
 from pom.recipe.hparams import load_hparams
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRETRAIN_HPARAMS = os.path.join(REPO, "hparams", "pretrain")
 
-FRAMES_PER_SECOND = 100  # fbank hop 10 ms; the CNN divides by 4
-N_MELS = 80
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 #: benchmark models that are an experiment file with overrides: name -> (experiment, overrides)
@@ -157,15 +160,6 @@ def timeit(fn, device, repeats=10, warmup=3):
     return statistics.median(times)
 
 
-def proc_status_kb(key):
-    """A ``/proc/self/status`` field in kB (``VmRSS``, ``VmHWM``)."""
-    with open("/proc/self/status", encoding="ascii") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    raise KeyError(key)
-
-
 def measure_cpu(step, repeats, warmup):
     """Times of ``step()`` (``perf_counter``) and its peak RSS above the RSS
     before the first run, in bytes (one configuration per process)."""
@@ -224,14 +218,6 @@ def cuda_graph_step(step, warmup=3):
     return graph.replay
 
 
-def is_oom(err):
-    """Whether an exception is an out-of-memory error (CUDA or CPU)."""
-    if isinstance(err, torch.cuda.OutOfMemoryError):
-        return True
-    text = str(err).lower()
-    return "out of memory" in text or "can't allocate memory" in text or "not enough memory" in text
-
-
 # --------------------------------------------------------------------------- #
 # Devices
 # --------------------------------------------------------------------------- #
@@ -253,19 +239,6 @@ def open_device(args, parser):
     return torch.device(args.device)
 
 
-def device_name(device):
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            model = next(
-                (line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), platform.processor()
-            )
-    except OSError:
-        model = platform.processor()
-    return f"{model}, {os.cpu_count()} cores"
-
-
 def environment(device):
     """Device, date, versions and the command line, for the reports."""
     import speechbrain
@@ -277,51 +250,17 @@ def environment(device):
         "cuda": torch.version.cuda if device.type == "cuda" else None,
         "speechbrain": speechbrain.__version__,
         "python": platform.python_version(),
-        "command": "python " + " ".join([os.path.relpath(os.path.abspath(sys.argv[0]), REPO)] + sys.argv[1:]),
+        "command": "python " + " ".join([_program()] + sys.argv[1:]),
     }
+
+
+def _program():
+    """``-m benchmarks.<name>`` for a module run with ``python -m``, else the script's path."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    return f"-m {spec.name}" if spec is not None and spec.name else os.path.relpath(os.path.abspath(sys.argv[0]), REPO)
 
 
 def environment_line(env):
     """One Markdown line describing ``environment()``."""
     cuda = f" (CUDA {env['cuda']})" if env["cuda"] else ""
     return f"device: {env['device']}; date {env['date']}; torch {env['torch']}{cuda}; speechbrain {env['speechbrain']}"
-
-
-# --------------------------------------------------------------------------- #
-# Plots
-# --------------------------------------------------------------------------- #
-MARKERS = "osD^v<>p*h"
-
-
-def figure(rows):
-    """A figure of ``rows`` x 2 panels (time, memory), for :func:`save_figure`."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt.subplots(rows, 2, figsize=(11, 4 * rows), squeeze=False)
-
-
-def draw_series(ax, points, key, label, index, scale=1.0):
-    """One line of the ``"ok"`` points (x ``seconds``, y ``point[key] / scale``), its first
-    failure (``oom``, ``timeout``, ...) written above the line's last point."""
-    ok = [p for p in points if p["status"] == "ok" and isinstance(p.get(key), (int, float))]
-    ys = [p[key] / scale for p in ok]
-    (line,) = ax.plot([p["seconds"] for p in ok], ys, marker=MARKERS[index % len(MARKERS)], label=label)
-    failure = next((p for p in points if p["status"] != "ok"), None)
-    if failure is not None:
-        status = failure["status"].split(" (")[0].split(":")[0]
-        ax.annotate(status, (failure["seconds"], ys[-1] if ys else 1.0), color=line.get_color(), fontsize=8,
-                    ha="center", textcoords="offset points", xytext=(0, 6))  # fmt: skip
-    return line
-
-
-def save_figure(fig, path, title):
-    """Titles, lays out and writes ``fig`` to ``path`` (PNG, 120 dpi), then closes it."""
-    import matplotlib.pyplot as plt
-
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)

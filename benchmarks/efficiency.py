@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 """Efficiency benchmark of the pre-training encoders (the PoM paper's Figure 2 and more).
 
 Each model is the CNN front end + Conformer encoder of
@@ -28,11 +27,11 @@ of the fast PoM is ``benchmarks/check.py``, the PoM layer against its floor
 
 Examples
 --------
-python benchmarks/efficiency.py --device cuda --out benchmarks/runs/h100
-python benchmarks/efficiency.py --device cuda --mode infer --grad --dtype fp16    # paper-style forward
-python benchmarks/efficiency.py --device cuda --mode infer --batch 1 --seconds 600 1200 --mixers mha pom pom_chunked
-python benchmarks/efficiency.py --device cuda --mode infer --cuda-graphs --seconds 10 20 40
-python benchmarks/efficiency.py --device cpu --threads 1 --batch 1 --seconds 4 8 16 32 --out benchmarks/runs/cpu
+python -m benchmarks.efficiency --device cuda --out benchmarks/runs/h100
+python -m benchmarks.efficiency --device cuda --mode infer --grad --dtype fp16    # paper-style forward
+python -m benchmarks.efficiency --device cuda --mode infer --batch 1 --seconds 600 1200 --mixers mha pom pom_chunked
+python -m benchmarks.efficiency --device cuda --mode infer --cuda-graphs --seconds 10 20 40
+python -m benchmarks.efficiency --device cpu --threads 1 --batch 1 --seconds 4 8 16 32 --out benchmarks/runs/cpu
 """
 
 import argparse
@@ -46,8 +45,8 @@ import subprocess
 import sys
 import time
 
-if __name__ == "__main__" and not __package__:  # `python benchmarks/efficiency.py`: the repo root holds the package
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if __name__ == "__main__" and not __package__:  # run as a file: the package benchmarks is not importable
+    sys.exit("run it from the repository root as a module: python -m benchmarks.efficiency ...")
 
 import torch  # noqa: E402
 

@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 """FLOPs of one mixer layer against input length (PyTorch's FlopCounterMode on
 the ``meta`` device: instant, no memory, any length).
 
@@ -11,7 +10,7 @@ on the ``meta`` device; one layer's mixer is counted. Writes ``flops.csv``,
 
 Example
 -------
-python benchmarks/flops.py --out benchmarks/runs/flops
+python -m benchmarks.flops --out benchmarks/runs/flops
 """
 
 import argparse
@@ -19,8 +18,8 @@ import csv
 import os
 import sys
 
-if __name__ == "__main__" and not __package__:  # `python benchmarks/flops.py`: the repo root holds the package
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if __name__ == "__main__" and not __package__:  # run as a file: the package benchmarks is not importable
+    sys.exit("run it from the repository root as a module: python -m benchmarks.flops ...")
 
 from benchmarks import common  # noqa: E402
 from pom.flops import module_flops  # noqa: E402

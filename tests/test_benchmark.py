@@ -13,13 +13,11 @@ import sys
 import pytest
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:  # benchmarks/ is a package of scripts at the repository root, not installed
-    sys.path.insert(0, ROOT)
+from benchmarks import check, common, efficiency, floor
+from pom.parameters import count_parameters
+from pom.precision import set_tf32_flags, tf32_flags
 
-from benchmarks import check, common, efficiency, floor  # noqa: E402
-from pom.parameters import count_parameters  # noqa: E402
-from pom.precision import set_tf32_flags, tf32_flags  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture

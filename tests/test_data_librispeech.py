@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pom.data import librispeech
+from pom.data import librispeech, librispeech_folders
 from pom.data.librispeech import (
     CSV_HEADER,
     OPT_FILE,
@@ -200,7 +200,7 @@ def test_header_with_no_frames_is_empty(small_root, tmp_path, monkeypatch):
     class NoFrames:
         frames, samplerate = 0, 16000
 
-    monkeypatch.setattr(librispeech.sf, "info", lambda p: NoFrames() if p == flac else real_info(p))
+    monkeypatch.setattr(librispeech_folders.sf, "info", lambda p: NoFrames() if p == flac else real_info(p))
     with pytest.raises(LibriSpeechFormatError, match=f"empty audio file {flac}: it holds no samples"):
         prepare_librispeech(small_root, str(tmp_path / "csv"), dev_splits=["dev-clean"])
 

@@ -2,21 +2,13 @@
 
 The mixers are those of the benchmark models (``benchmarks/common.py``), built on
 the ``meta`` device from ``hparams/pretrain/<experiment>.yaml`` with the sizes
-users train; ``benchmarks/flops.py`` counts them.
+users train; ``python -m benchmarks.flops`` counts them.
 """
-
-import os
-import sys
 
 import pytest
 
+from benchmarks import common, flops
 from pom.flops import growth_ratios, mixer_flops, module_flops
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:  # benchmarks/ is a package of scripts at the repository root, not installed
-    sys.path.insert(0, ROOT)
-
-from benchmarks import common, flops  # noqa: E402
 
 LINEAR = [
     "pom",

@@ -1,5 +1,5 @@
 """Long recordings (pom.inference: the long-form path of pom.transcribe and of the exported
-EncoderASR model; benchmarks/long_recordings.py): the bounded-memory path gives the whole-file
+EncoderASR model; python -m benchmarks.long_recordings): the bounded-memory path gives the whole-file
 log-probabilities (PoM and attention, global and per-utterance normalisation) without the
 whole-file pass's large tensors, segments tile the frames and stitch them back exactly, long
 files are decoded alone, and the benchmark's quick mode writes its outputs. Nothing is timed."""
@@ -312,7 +312,7 @@ def test_exported_model_has_the_long_form_path(run, concatenation, tmp_path):
 def test_quick_benchmark_writes_its_csv_markdown_and_plot(run, tmp_path):
     out = tmp_path / "long"
     proc = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "benchmarks", "long_recordings.py"), "--model", run, "--quick",
+        [sys.executable, "-m", "benchmarks.long_recordings", "--model", run, "--quick",
          "--threads", "1", "--out", str(out)],
         cwd=ROOT, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"),
     )  # fmt: skip
@@ -322,7 +322,7 @@ def test_quick_benchmark_writes_its_csv_markdown_and_plot(run, tmp_path):
     transcription = [(r["path"], float(r["seconds"])) for r in rows if r["kind"] == "transcribe"]
     assert transcription == [(path, s) for s in (15.0, 30.0) for path in ("utterances", "whole", "segments")]
     encoders = {(r["name"], float(r["seconds"])) for r in rows if r["kind"] == "encoder"}
-    assert encoders == {(name, s) for name in ("pom", "relposmhaxl", "mha") for s in (5.0, 10.0)}
+    assert encoders == {(name, s) for name in ("pom", "summarymixing", "relposmhaxl", "mha") for s in (5.0, 10.0)}
     assert all(r["status"] == "ok" and float(r["peak_rss_MiB"]) > 0 for r in rows), rows
     assert all(r["CER"] != "" for r in rows if r["kind"] == "transcribe")
     assert (out / "long_recordings.png").stat().st_size > 0
@@ -331,7 +331,7 @@ def test_quick_benchmark_writes_its_csv_markdown_and_plot(run, tmp_path):
     assert not os.listdir(out / "recordings")  # the recordings are removed unless --keep_audio
     redrawn = tmp_path / "redrawn"  # --from-csv: the plot again, no measurement
     proc = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "benchmarks", "long_recordings.py"), "--from-csv",
+        [sys.executable, "-m", "benchmarks.long_recordings", "--from-csv",
          str(out / "long_recordings.csv"), "--out", str(redrawn)],
         cwd=ROOT, capture_output=True, text=True,
     )  # fmt: skip

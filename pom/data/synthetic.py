@@ -1,29 +1,19 @@
 """A synthetic speech corpus with LibriSpeech's exact layout.
 
-(About 530 lines, one job: speakers, sentences, synthesis, noise and the
-LibriSpeech layout are the corpus; split across files they would only be
-read together.)
-
 Writes ``<out>/LibriSpeech/<split>/<speaker>/<chapter>/`` folders holding
 ``<speaker>-<chapter>-<utt>.flac`` (16 kHz mono FLAC) and
 ``<speaker>-<chapter>.trans.txt`` (upper-case transcripts), for the seven
-LibriSpeech split names, so that :mod:`pom.data.librispeech` and every recipe
-run on it unchanged.
+LibriSpeech split names, plus ``SPEAKERS.TXT`` and a ``SYNTHETIC.json`` record,
+so that :mod:`pom.data.librispeech` and every recipe run on it unchanged.
 
-* Speech: Debian's ``espeak-ng`` synthesizer. A speaker is a tuple
-  (voice, variant, pitch, speed range); every split has its own speakers,
-  so dev/test speakers never appear in training, as in LibriSpeech.
-  ``*-other`` splits are harder: faster speech, noise at 5-20 dB SNR and
-  extra accents and voice variants.
-* Text: real English sentences (the usage examples of WordNet 3.0, ~34k
-  sentences with ~27k distinct words, shipped as ``sentences.txt.gz``; see
-  ``WORDNET_LICENSE``). Dev and test splits draw their sentences from pools
-  kept apart from the training pool.
-* Deterministic for a seed whatever the number of workers: the plan is
-  drawn in one process and the noise of each utterance is seeded from
-  (seed, split, index). Synthesis runs in parallel with a progress bar.
-* Audio proportions mimic LibriSpeech: most in the train splits
-  (train-clean-100 < train-clean-360 + train-other-500), small dev/test.
+* The plan (speakers, chapters, sentences, voices, SNRs) is drawn in one process
+  from the seed (:mod:`pom.data.synthetic_plan`); each utterance is then spoken
+  by espeak-ng with noise seeded from (seed, split, index)
+  (:mod:`pom.data.espeak`), in parallel with a progress bar: the same files for a
+  seed and a size whatever the number of workers.
+* A finished corpus with the same options is kept; a half-written one (an
+  interrupted run) is replaced; a folder that is not a synthetic corpus is never
+  overwritten.
 
 Command line::
 
@@ -36,306 +26,37 @@ Example
 ...     tempfile.mkdtemp(), hours=0.005, splits=["dev-clean"], progress=False)
 >>> os.path.basename(root), sorted(os.listdir(root))[:2]
 ('LibriSpeech', ['SPEAKERS.TXT', 'SYNTHETIC.json'])
->>> plan = plan_corpus(hours=1.0, seed=0)
->>> sorted({u["split"] for u in plan["utterances"]}) == sorted(ALL_SPLITS)
-True
 
 Authors
  * pom-speech contributors 2025
 """
 
 import argparse
-import gzip
 import json
 import multiprocessing
 import os
-import random
 import shutil
-import subprocess
 import time
 
-import numpy as np
 import soundfile as sf
 from speechbrain.utils.logger import get_logger
 
-from pom.data.librispeech import LIBRISPEECH_SPLITS
+from pom.data.espeak import ESPEAK_MISSING, SAMPLE_RATE, synthesize_utterance
+from pom.data.synthetic_plan import (  # noqa: F401 -- load_sentences, is_other: names of this module too
+    ALL_SPLITS,
+    TINY_HOURS,
+    is_other,
+    load_sentences,
+    plan_corpus,
+)
 
 logger = get_logger(__name__)
 
-ALL_SPLITS = LIBRISPEECH_SPLITS
-#: Default total size, in hours, of the command line (about 1 h of audio, ~20 s
-#: on 2 cores); ``make demo`` asks for ``pom.demo.settings.DEFAULT_HOURS``.
-TINY_HOURS = 1.0
 #: Size the test suite uses (all seven splits, ~5 min of train audio).
 TEST_HOURS = 0.1
-SAMPLE_RATE = 16000
 SYNTH_VERSION = 1
 MARKER = "SYNTHETIC.json"
 IN_PROGRESS = ".synthetic_in_progress"
-SENTENCE_FILE = os.path.join(os.path.dirname(__file__), "sentences.txt.gz")
-
-#: Share of the total audio per split (sums to 1).
-SPLIT_SHARES = {
-    "train-clean-100": 0.20,
-    "train-clean-360": 0.30,
-    "train-other-500": 0.30,
-    "dev-clean": 0.05,
-    "dev-other": 0.05,
-    "test-clean": 0.05,
-    "test-other": 0.05,
-}
-#: Share of the sentences reserved for each dev/test split.
-EVAL_TEXT_SHARE = 0.04
-
-# espeak-ng 1.51 English voices and voice variants (Debian bookworm).
-CLEAN_VOICES = ("en-us", "en-gb", "en-gb-x-rp", "en-us-nyc", "en-gb-x-gbcwmd")
-OTHER_VOICES = CLEAN_VOICES + ("en-gb-scotland", "en-gb-x-gbclan", "en-029")
-CLEAN_VARIANTS = (
-    "m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8",
-    "f1", "f2", "f3", "f4", "f5",
-    "adam", "Alex", "Alicia", "Andrea", "Andy", "Annie", "antonio", "aunty",
-    "belinda", "benjamin", "boris", "caleb", "david", "Denis", "Diogo", "ed",
-    "edward", "edward2", "Gene", "Gene2", "gustave", "Henrique", "Hugo",
-    "iven", "iven2", "iven3", "iven4", "Jacky", "john", "kaukovalta", "Lee",
-    "linda", "marcelo", "Marco", "Mario", "max", "Michael", "michel",
-    "miguel", "Mike", "Mr", "Nguyen", "pablo", "paul", "pedro", "quincy",
-    "rob", "robert", "steph", "steph2", "steph3", "travis", "victor", "zac",
-    "anika", "norbert", "sandro", "shelby", "grandpa", "grandma",
-)  # fmt: skip
-OTHER_VARIANTS = CLEAN_VARIANTS + (
-    "klatt", "klatt2", "klatt3", "klatt4", "croak", "AnxiousAndy",
-    "RicishayMax", "Storm", "Tweaky", "robosoft", "robosoft2", "whisperf",
-)  # fmt: skip
-
-FEMALE_VARIANTS = frozenset(
-    "f1 f2 f3 f4 f5 Alicia Andrea Annie aunty belinda linda steph steph2 steph3 anika shelby grandma whisperf".split()
-)
-
-
-def is_other(split):
-    """True for the harder ``*-other`` splits (and train-other-500)."""
-    return "other" in split
-
-
-def load_sentences(path=SENTENCE_FILE):
-    """Returns the list of upper-case English sentences shipped with pom.
-
-    Example
-    -------
-    >>> sents = load_sentences()
-    >>> len(sents) > 30000, sents[0] == sents[0].upper()
-    (True, True)
-    """
-    with gzip.open(path, "rt", encoding="ascii") as f:
-        return [line.strip() for line in f if line.strip() and line[0] != "#"]
-
-
-def plan_corpus(hours=TINY_HOURS, seed=0, splits=ALL_SPLITS):
-    """Draws speakers, chapters, texts and voices for every utterance.
-
-    Everything random is decided here, in one process, so that the corpus
-    depends on ``seed`` and ``hours`` only.
-
-    Arguments
-    ---------
-    hours : float
-        Total audio over the seven splits (a split's size does not depend
-        on which other splits are asked for).
-    seed : int
-        Random seed.
-    splits : list of str
-        Split names to plan, among ``ALL_SPLITS``.
-
-    Returns
-    -------
-    dict
-        ``speakers`` (list of dict) and ``utterances`` (list of dict with
-        split, path parts, text and synthesis settings).
-    """
-    unknown = [s for s in splits if s not in SPLIT_SHARES]
-    if unknown:
-        raise ValueError(f"unknown split(s) {unknown}; expected among {ALL_SPLITS}")
-    if hours <= 0:
-        raise ValueError(f"hours must be positive, got {hours}")
-    rng = random.Random(f"pom-synthetic-{seed}")
-    sentences = load_sentences()
-    rng.shuffle(sentences)
-    n_eval = int(len(sentences) * EVAL_TEXT_SHARE)
-    eval_splits = [s for s in ALL_SPLITS if not s.startswith("train")]
-    pools, start = {}, 0
-    for split in eval_splits:
-        pools[split] = sentences[start : start + n_eval]
-        start += n_eval
-    train_pool = sentences[start:]
-    for split in ALL_SPLITS:
-        if split.startswith("train"):
-            pools[split] = train_pool  # one cursor shared by the train splits
-    cursors = {}
-
-    def next_sentence(split):
-        key = "train" if split.startswith("train") else split
-        pool = pools[split]
-        i = cursors.get(key, 0)
-        cursors[key] = i + 1
-        return pool[i % len(pool)]
-
-    used_ids, used_chapters, used_voices = set(), set(), set()
-    speakers, utterances = [], []
-    # Every split is planned (cheaply) so that a split's content does not
-    # depend on which splits are asked for; only those asked are kept.
-    for split_idx, split in enumerate(ALL_SPLITS):
-        target = hours * 3600.0 * SPLIT_SHARES[split]
-        train = split.startswith("train")
-        other = is_other(split)
-        per_spk = 60.0 if train else 20.0
-        n_spk = int(min(2000 if train else 40, max(2, round(target / per_spk))))
-        split_speakers = []
-        for _ in range(n_spk):
-            while True:
-                voice = rng.choice(OTHER_VOICES if other else CLEAN_VOICES)
-                variant = rng.choice(OTHER_VARIANTS if other else CLEAN_VARIANTS)
-                pitch = rng.randint(20, 80)
-                if (voice, variant, pitch) not in used_voices:
-                    used_voices.add((voice, variant, pitch))
-                    break
-            spk_id = rng.randint(10, 9999)
-            while spk_id in used_ids:
-                spk_id = rng.randint(10, 9999)
-            used_ids.add(spk_id)
-            base = rng.uniform(175, 235) if other else rng.uniform(135, 185)
-            n_chap = rng.choice((1, 2)) if train else 1
-            chapters = []
-            for _ in range(n_chap):
-                chap = rng.randint(1000, 399999)
-                while chap in used_chapters:
-                    chap = rng.randint(1000, 399999)
-                used_chapters.add(chap)
-                chapters.append(chap)
-            spk = {
-                "id": spk_id,
-                "split": split,
-                "voice": voice,
-                "variant": variant,
-                "pitch": pitch,
-                "speed": [round(base - 10), round(base + 10)],
-                "sex": "F" if variant in FEMALE_VARIANTS else "M",
-                "chapters": chapters,
-            }
-            split_speakers.append(spk)
-        share = target / n_spk
-        for spk in split_speakers:
-            seconds, count = 0.0, 0
-            while seconds < share or count < 2:
-                n_sent = rng.choices((1, 2, 3), weights=(0.5, 0.35, 0.15))[0]
-                texts = [next_sentence(split) for _ in range(n_sent)]
-                speed = rng.randint(*spk["speed"])
-                n_words = sum(len(t.split()) for t in texts)
-                # espeak-ng's rate is ~1.2x its -s words/min, plus ~0.35 s of edges
-                seconds += 0.82 * n_words * 60.0 / speed + 0.35
-                chapter = spk["chapters"][count % len(spk["chapters"])]
-                utt_idx = count // len(spk["chapters"])
-                count += 1
-                utterances.append(
-                    {
-                        "split": split,
-                        "index": len(utterances),
-                        "split_index": split_idx,
-                        "speaker": spk["id"],
-                        "chapter": chapter,
-                        "utt_id": f"{spk['id']}-{chapter}-{utt_idx:04d}",
-                        "wrd": " ".join(texts),
-                        "say": ". ".join(t.lower() for t in texts) + ".",
-                        "voice": f"{spk['voice']}+{spk['variant']}",
-                        "pitch": spk["pitch"],
-                        "speed": speed,
-                        "snr_db": rng.uniform(5, 20) if other else rng.uniform(35, 45),
-                        "noise_color": rng.choice(("white", "brown")) if other else "white",
-                    }
-                )
-        speakers.extend(split_speakers)
-    keep = set(splits)
-    return {
-        "speakers": [s for s in speakers if s["split"] in keep],
-        "utterances": [u for u in utterances if u["split"] in keep],
-    }
-
-
-def _seed_for(seed, utt):
-    return [int(seed), int(utt["split_index"]), int(utt["index"])]
-
-
-def synthesize_utterance(utt, seed=0):
-    """Returns the 16 kHz float32 waveform of one planned utterance.
-
-    Arguments
-    ---------
-    utt : dict
-        One entry of ``plan_corpus(...)["utterances"]``.
-    seed : int
-        Corpus seed; the noise is seeded from (seed, split, index).
-
-    Returns
-    -------
-    numpy.ndarray
-        Mono float32 samples in [-1, 1].
-    """
-    cmd = [
-        "espeak-ng", "-v", utt["voice"], "-s", str(utt["speed"]),
-        "-p", str(utt["pitch"]), "--stdout", utt["say"],
-    ]  # fmt: skip
-    try:
-        proc = subprocess.run(cmd, capture_output=True, check=True)
-    except FileNotFoundError as e:
-        raise RuntimeError(
-            "espeak-ng not found: install it (Debian: apt-get install espeak-ng, "
-            "or `make install`) to generate the synthetic corpus"
-        ) from e
-    wav = _parse_wav(proc.stdout)
-    sr = int.from_bytes(proc.stdout[24:28], "little")
-    if sr != SAMPLE_RATE:
-        wav = _resample(wav, sr, SAMPLE_RATE)
-    rng = np.random.default_rng(_seed_for(seed, utt))
-    noise = rng.standard_normal(len(wav))
-    if utt["noise_color"] == "brown":
-        # Integrated (brown) noise, with its drift removed by a 25 ms
-        # moving average: a low rumble rather than a hiss.
-        noise = np.cumsum(noise)
-        csum = np.concatenate(([0.0], np.cumsum(noise)))
-        k = 401
-        idx = np.arange(len(noise))
-        lo, hi = np.maximum(idx - k // 2, 0), np.minimum(idx + k // 2 + 1, len(noise))
-        noise = noise - (csum[hi] - csum[lo]) / (hi - lo)
-    speech_power = float(np.mean(wav**2)) + 1e-12
-    noise_power = float(np.mean(noise**2)) + 1e-12
-    gain = np.sqrt(speech_power / (noise_power * 10 ** (utt["snr_db"] / 10)))
-    out = wav + gain * noise
-    peak = float(np.max(np.abs(out))) + 1e-9
-    if peak > 0.99:
-        out = out * (0.99 / peak)
-    return out.astype(np.float32)
-
-
-def _parse_wav(data):
-    """Reads espeak-ng's streamed 16-bit WAV (its size fields are bogus)."""
-    if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
-        raise RuntimeError("espeak-ng did not return a WAV stream")
-    pos = 12
-    while pos + 8 <= len(data):
-        chunk, size = data[pos : pos + 4], int.from_bytes(data[pos + 4 : pos + 8], "little")
-        if chunk == b"data":
-            body = data[pos + 8 :]
-            body = body[: len(body) - len(body) % 2]
-            return np.frombuffer(body, dtype="<i2").astype(np.float32) / 32768.0
-        pos += 8 + size
-    raise RuntimeError("espeak-ng WAV stream has no data chunk")
-
-
-def _resample(wav, orig_sr, new_sr):
-    import torch
-    import torchaudio.functional as AF
-
-    torch.set_num_threads(1)
-    return AF.resample(torch.from_numpy(wav), orig_sr, new_sr).numpy()
 
 
 def _work(args):
@@ -411,10 +132,7 @@ def make_synthetic_librispeech(out_dir, hours=TINY_HOURS, seed=0, num_workers=No
                 "pom.data.synthetic; refusing to overwrite it (choose another --out)"
             )
     if shutil.which("espeak-ng") is None:
-        raise RuntimeError(
-            "espeak-ng not found: install it (Debian: apt-get install espeak-ng, "
-            "or `make install`) to generate the synthetic corpus"
-        )
+        raise RuntimeError(ESPEAK_MISSING)
 
     os.makedirs(root, exist_ok=True)
     open(os.path.join(root, IN_PROGRESS), "w").close()

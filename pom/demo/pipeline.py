@@ -252,29 +252,25 @@ def main(argv=None):
 
 def run_efficiency(folder, lengths, threads):
     """Step 6: time and memory of the demo's PoM encoder and a parameter-matched MHA
-    (RelPosMHAXL) encoder (:data:`MODEL`'s sizes) against input length (``lengths``, seconds);
-    returns the plot's path, or None (with a warning: the trained model is already there) if the benchmark failed."""
-    script = os.path.join(ROOT, "benchmarks", "long_recordings.py")
+    (RelPosMHAXL) encoder (:data:`MODEL`'s sizes) against input length (``lengths``, seconds),
+    each length in its own process (:mod:`pom.measure.encoders`); returns the plot's path, or
+    None (with a warning: the trained model is already there) if the measurement failed."""
+    from pom.demo.mixers import matched_model, model_overrides
+    from pom.measure.encoders import measure_encoders, write_report
+
     lengths = [int(s) if float(s).is_integer() else s for s in lengths]
     seconds = ", ".join(f"{s / 60:g} min" if s >= 60 else f"{s} s" for s in lengths)
     print(
         f"\n=== 6/6 efficiency: {' vs '.join(EFFICIENCY_ENCODERS)} at the demo's sizes, {seconds} of input", flush=True
     )
-    if not os.path.isfile(script):
-        print(f"warning: {script} not found: no efficiency plot")
+    try:
+        sizes = {key: value for key, value in MODEL.items() if key != "dropout"}
+        models = {name: (name, model_overrides(*matched_model(name, sizes)[:2])) for name in EFFICIENCY_ENCODERS}
+        rows = measure_encoders(models, lengths, threads=threads, timeout=300)
+        return write_report(rows, folder, "The demo's encoders alone", threads, stem="long_recordings")
+    except Exception as err:  # noqa: BLE001 -- the trained model is kept whatever happens here
+        print(f"warning: the efficiency measurement failed ({type(err).__name__}: {err}); the trained model is kept")
         return None
-    command = [
-        sys.executable, script, "--encoders", *EFFICIENCY_ENCODERS, "--encoder_size", "demo",
-        "--encoder_seconds", *map(str, lengths), "--threads", str(threads), "--timeout", "300",
-        "--out", folder,
-    ]  # fmt: skip
-    print("$ " + " ".join(command), flush=True)
-    proc = subprocess.run(command, cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS=str(threads)))
-    plot = os.path.join(folder, "long_recordings.png")
-    if proc.returncode != 0 or not os.path.isfile(plot):
-        print(f"warning: the efficiency benchmark failed (exit status {proc.returncode}); the trained model is kept")
-        return None
-    return plot
 
 
 def export_model(run, target, decoding="greedy", beam_size=None):

@@ -98,7 +98,7 @@ LM_TRAIN_SPLITS = ["train-clean-100", "train-clean-360", "train-other-500"]
 
 #: The efficiency plot at the end: encoders alone at the demo's sizes (parameter-matched),
 #: one forward of random features per length, each in its own process
-#: (benchmarks/long_recordings.py; time and peak memory do not depend on the weights).
+#: (pom.measure.encoders; time and peak memory do not depend on the weights).
 #: MHA is the paper's MHA baseline, SpeechBrain's Conformer attention (RelPosMHAXL), whose
 #: attention scores grow with the square of the length (at 5 min: 58 s and 9 GB against PoM's
 #: 0.7 s and 0.7 GB on 2 cores, hence 2 min here).

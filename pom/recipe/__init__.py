@@ -2,6 +2,8 @@
 
 * :mod:`pom.recipe.hparams` -- YAML loading (an experiment file merged over its
   ``base:`` files) and the run record that rebuilds a fine-tuned model.
+* :mod:`pom.recipe.experiment_yaml` -- one experiment printed as one YAML file
+  (``python -m pom.recipe.hparams FILE``).
 * :mod:`pom.recipe.checks` -- up-front checks of a run's settings, one line per problem.
 * :mod:`pom.recipe.checkpoints` -- kill-safe checkpoints, the encoder
   configuration (and its one diff), DDP fingerprints.

@@ -3,7 +3,11 @@
 * :func:`load_hparams` -- ``load_hyperpyyaml`` for files that start with
   ``base: [base.yaml, ../encoders/<experiment>.yaml]``: the per-experiment YAML
   is merged over a shared base (nested mappings key by key), then the command
-  line on top; :func:`resolve_hparams_file` does the merge without loading.
+  line on top; :func:`resolve_hparams_file` does the merge without loading,
+  :func:`hparams_layers` lists what it merges, layer by layer.
+* ``python -m pom.recipe.hparams FILE [--key=value ...]`` prints one experiment
+  as a single YAML file that plain ``load_hyperpyyaml`` loads, each setting's
+  source in a comment (:mod:`pom.recipe.experiment_yaml`).
 * :func:`save_run_hparams` -- the run's resolved ``hyperparams.yaml``
   (SpeechBrain's file), written so that it loads again;
   :func:`load_run_hparams` loads it (e.g. to rebuild a fine-tuned model).
@@ -12,9 +16,11 @@ Authors
  * pom-speech contributors 2025
 """
 
+import copy
 import datetime
 import io
 import os
+import sys
 
 from hyperpyyaml import load_hyperpyyaml, resolve_references
 from ruamel.yaml import YAML
@@ -25,6 +31,8 @@ from pom.recipe.files import atomic_write
 
 #: SpeechBrain's name for the resolved hyperparameters of a run (``create_experiment_directory``).
 RUN_HPARAMS = "hyperparams.yaml"
+#: The source of the command-line overrides in :func:`hparams_layers`.
+COMMAND_LINE = "the command line"
 
 
 def _merge(into, update):
@@ -46,8 +54,9 @@ def resolve_hparams_file(hparams_file, overrides=""):
     overlays merged over it in order; the file's other keys come next, and the
     command-line ``overrides`` last. If the base file has an ``experiment_name``
     key, it defaults to the overlay's file name (``pom_large.yaml`` ->
-    ``pom_large``), so that every experiment file has its own output folder. Nested mappings such as ``mixer_options``
-    are merged key by key. Overrides must name keys of the base file.
+    ``pom_large``), so that every experiment file has its own output folder.
+    Nested mappings such as ``mixer_options`` are merged key by key. Every
+    layer must name keys of the base file (see :func:`hparams_layers`).
 
     Returns ``(yaml_path, overrides)`` to pass to ``load_hyperpyyaml``: the
     base file and the merged overrides (a dict, tags such as ``!ref`` kept).
@@ -69,30 +78,70 @@ def resolve_hparams_file(hparams_file, overrides=""):
     >>> h["d_model"], h["d_ffn"], h["lr"]
     (4, 8, 0.5)
     """
+    base, layers = hparams_layers(hparams_file, overrides)
+    merged = {}
+    for _, settings in layers:
+        _merge(merged, copy.deepcopy(settings))
+    return base, merged
+
+
+def hparams_layers(hparams_file, overrides=""):
+    """What :func:`resolve_hparams_file` merges, layer by layer: ``(base_path,
+    layers)``, ``layers`` a list of ``(source, settings)`` in merge order (the
+    experiment's name from its file, the overlay files of ``base:``, the
+    experiment file's own keys, the command line), ``source`` naming where the
+    settings come from (a file, as given relative to the working directory,
+    or ``"the command line"``). A file without ``base:`` is its own base.
+
+    Raises ``KeyError`` naming the layer when one sets a key the base file
+    does not have (hyperpyyaml would refuse it), ``ValueError`` for bad YAML,
+    ``FileNotFoundError`` for a missing file."""
     overlay = _read_yaml(hparams_file)
+    cli = _parse_overrides(overrides)
+    layers = []
+    if isinstance(overlay, dict) and "base" in overlay:
+        bases = overlay.pop("base")
+        bases = [bases] if isinstance(bases, str) else list(bases)
+        folder = os.path.dirname(os.path.abspath(hparams_file))
+        paths = [os.path.normpath(os.path.join(folder, str(b))) for b in bases]
+        for path in paths:
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"{hparams_file}: its base file {path} does not exist")
+        base, base_keys = paths[0], _read_yaml(paths[0])
+        if "experiment_name" in base_keys:  # named after the file unless set
+            name = os.path.splitext(os.path.basename(hparams_file))[0]
+            layers.append((f"the name of {display_path(hparams_file)}", {"experiment_name": name}))
+        for path in paths[1:]:
+            layer = _read_yaml(path)
+            if not isinstance(layer, dict) or "base" in layer:
+                raise ValueError(f"{path} (a base of {hparams_file}) must be a plain key: value overlay without base:")
+            layers.append((display_path(path), layer))
+        layers.append((display_path(hparams_file), overlay))
+    else:
+        base, base_keys = hparams_file, overlay
+    if cli:
+        layers.append((COMMAND_LINE, cli))
+    for source, settings in layers:
+        unknown = [key for key in settings if key not in base_keys]
+        if unknown:
+            raise KeyError(f"{source} sets {unknown[0]!r}, which is not a setting of {display_path(base)}")
+    return base, layers
+
+
+def display_path(path):
+    """``path`` relative to the working directory when it is below it, else absolute."""
+    relative = os.path.relpath(os.path.abspath(path))
+    return relative if not relative.startswith("..") else os.path.abspath(path)
+
+
+def _parse_overrides(overrides):
     try:
-        cli = YAML().load(overrides) if isinstance(overrides, str) and overrides.strip() else (overrides or {})
+        if isinstance(overrides, str):
+            return (YAML().load(overrides) or {}) if overrides.strip() else {}
+        return overrides or {}
     except YAMLError as err:
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         raise ValueError(f"command-line overrides: {problem} (give each --option once, as --key=value)") from None
-    if not isinstance(overlay, dict) or "base" not in overlay:
-        return hparams_file, cli
-    bases = overlay.pop("base")
-    bases = [bases] if isinstance(bases, str) else list(bases)
-    folder = os.path.dirname(os.path.abspath(hparams_file))
-    paths = [os.path.normpath(os.path.join(folder, str(b))) for b in bases]
-    for path in paths:
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"{hparams_file}: its base file {path} does not exist")
-    merged = {}
-    if "experiment_name" in _read_yaml(paths[0]):  # named after the file unless set
-        merged["experiment_name"] = os.path.splitext(os.path.basename(hparams_file))[0]
-    for path in paths[1:]:
-        layer = _read_yaml(path)
-        if not isinstance(layer, dict) or "base" in layer:
-            raise ValueError(f"{path} (a base of {hparams_file}) must be a plain key: value overlay without base:")
-        _merge(merged, layer)
-    return paths[0], _merge(_merge(merged, overlay), cli)
 
 
 def _read_yaml(path):
@@ -196,3 +245,9 @@ def _relocate(node, old, new):
         for i, value in enumerate(node):
             node[i] = _relocate(value, old, new)
     return node
+
+
+if __name__ == "__main__":  # python -m pom.recipe.hparams FILE [--key=value ...]
+    from pom.recipe.experiment_yaml import main
+
+    sys.exit(main())
