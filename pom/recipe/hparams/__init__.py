@@ -20,7 +20,6 @@ import copy
 import datetime
 import io
 import os
-import sys
 
 from hyperpyyaml import load_hyperpyyaml, resolve_references
 from ruamel.yaml import YAML
@@ -245,9 +244,3 @@ def _relocate(node, old, new):
         for i, value in enumerate(node):
             node[i] = _relocate(value, old, new)
     return node
-
-
-if __name__ == "__main__":  # python -m pom.recipe.hparams FILE [--key=value ...]
-    from pom.recipe.experiment_yaml import main
-
-    sys.exit(main())
