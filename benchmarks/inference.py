@@ -12,8 +12,9 @@ warm-up, then the median of three)
 autograd, then the same function exported with :mod:`pom.export.onnx` under ONNX
 Runtime, fp32 and int8), each in a fresh process (``--threads`` intra-op
 threads, peak RSS of that process, ``--timeout`` seconds, ``--memory_gb``
-address-space limit). Features are computed beforehand (they are not part of
-the timing). Models:
+address-space limit; a model and backend that fails or times out at one length
+is ``skipped`` at the longer ones). Features are computed beforehand (they are
+not part of the timing). Models:
 
 * ``demo``: the trained ``--model`` run (its weights; ``make demo``'s
   ``results/demo/finetune``), or the demo's sizes with random weights;
@@ -298,16 +299,21 @@ def main(argv=None):
     os.makedirs(args.out, exist_ok=True)
     run = os.path.abspath(args.model) if args.model else None
     folders = export_models(args.models, run, os.path.join(args.out, "models"))
-    rows = []
+    rows, stopped = [], {}
     for model in args.models:
-        for seconds in args.seconds:
+        for seconds in sorted(args.seconds):
             for backend in BACKENDS:
-                cfg = {"model": model, "backend": backend, "seconds": seconds, "threads": args.threads,
-                       "onnx_dir": folders[model], "run": run}  # fmt: skip
-                row = {"kind": "forward", "model": model, "backend": backend, "seconds": seconds,
-                       **run_worker(cfg, args.timeout, args.memory_gb)}  # fmt: skip
+                row = {"kind": "forward", "model": model, "backend": backend, "seconds": seconds}
+                if (model, backend) in stopped:  # a shorter input already failed: a longer one would too
+                    row.update(status="skipped", note=stopped[model, backend])
+                else:
+                    cfg = {"model": model, "backend": backend, "seconds": seconds, "threads": args.threads,
+                           "onnx_dir": folders[model], "run": run}  # fmt: skip
+                    row.update(run_worker(cfg, args.timeout, args.memory_gb))
                 if row["status"] == "ok":
                     row["rtf"] = round(row["wall_s"] / seconds, 5)
+                elif row["status"] != "skipped":
+                    stopped[model, backend] = f"{row['status']} at {seconds:g} s"
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     cer = None
