@@ -88,12 +88,15 @@ def checkpoints(save_folder):
     for path in glob.glob(os.path.join(save_folder, "CKPT+*")):
         if not os.path.exists(os.path.join(path, "CKPT.yaml")):
             continue
-        with open(os.path.join(path, "CKPT.yaml")) as f:
-            meta = yaml.safe_load(f)
-        with open(os.path.join(path, "brain.ckpt")) as f:
-            brain = yaml.safe_load(f)
-        with open(os.path.join(path, "counter.ckpt")) as f:
-            epoch = int(f.read())
+        try:
+            with open(os.path.join(path, "CKPT.yaml")) as f:
+                meta = yaml.safe_load(f)
+            with open(os.path.join(path, "brain.ckpt")) as f:
+                brain = yaml.safe_load(f)
+            with open(os.path.join(path, "counter.ckpt")) as f:
+                epoch = int(f.read())
+        except FileNotFoundError:  # deleted by the running recipe while read (it keeps the newest few)
+            continue
         found.append(
             dict(path=path, meta=meta, optimizer_step=brain["optimizer_step"], batch=brain["step"], epoch=epoch)
         )
