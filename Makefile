@@ -25,8 +25,9 @@ $(STAMP): requirements.txt pyproject.toml Makefile
 	$(PY) -m pip install -q --no-deps -e .
 	@# n-gram LM decoding (optional: kenlm compiles from source; ~40 s, needs a C++ compiler)
 	$(PY) -m pip install -q kenlm pygtrie || echo "warning: kenlm could not be built: decoding with an n-gram LM (kenlm_model_path) is unavailable"
-	@# sherpa-onnx (optional: a client of the exported ONNX model, tested when installed)
-	$(PY) -m pip install -q sherpa-onnx || echo "warning: sherpa-onnx could not be installed: its test is skipped"
+	@# sherpa-onnx (optional: a client of the exported ONNX model, tested when installed, with
+	@# kaldi-native-fbank computing its features in the test)
+	$(PY) -m pip install -q sherpa-onnx kaldi-native-fbank || echo "warning: sherpa-onnx could not be installed: its test is skipped"
 	touch $(STAMP)
 
 test: install

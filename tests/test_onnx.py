@@ -3,7 +3,8 @@ numpy features and resampling equal SpeechBrain's and torchaudio's; the graph ha
 icefall/sherpa-onnx inputs, outputs and metadata, dynamic batch and time, and gives each
 utterance of a padded batch its own output and the run's log-probabilities; pom.transcribe
 --onnx runs without importing torch and prints pom.transcribe's greedy transcripts, long files
-included; the numpy prefix beam search finds the most probable labelling. Nothing is timed."""
+included; the numpy prefix beam search finds the most probable labelling; sherpa-onnx decodes the graph
+on its own features. Nothing is timed."""
 
 import csv
 import itertools
@@ -220,6 +221,53 @@ def test_errors_are_one_line(exported, run, test_clean, tmp_path, tmp_path_facto
     pretrained = tiny_pretrained(tmp_path_factory, synthetic_librispeech)
     with pytest.raises(SystemExit, match="--onnx is for a fine-tuning run"):
         export.main([pretrained, str(tmp_path / "out"), "--onnx"])
+
+
+def kaldi_fbank_as_sherpa_onnx(wav, n_mels):
+    """kaldi-native-fbank with sherpa-onnx's settings for icefall CTC models (its
+    FeatureExtractorConfig defaults: no dither, frames not snipped at the edges, mel filters from
+    20 Hz to 400 Hz under Nyquist; Povey window, pre-emphasis and DC removal as Kaldi's defaults)."""
+    knf = pytest.importorskip("kaldi_native_fbank")
+    opts = knf.FbankOptions()
+    opts.frame_opts.dither, opts.frame_opts.snip_edges, opts.frame_opts.samp_freq = 0.0, False, RATE
+    opts.mel_opts.num_bins, opts.mel_opts.low_freq, opts.mel_opts.high_freq = n_mels, 20.0, -400.0
+    fbank = knf.OnlineFbank(opts)
+    fbank.accept_waveform(RATE, wav.tolist())
+    fbank.input_finished()
+    return np.stack([fbank.get_frame(i) for i in range(fbank.num_frames_ready)]).astype(np.float32)
+
+
+def test_sherpa_onnx_decodes_our_graph_on_its_own_features(exported, test_clean, tmp_path):
+    """sherpa-onnx's offline CTC recognizer loads model.onnx and tokens.txt as an icefall CTC model
+    and transcribes: its tokens are exactly the greedy decoding of our graph fed kaldi-native-fbank
+    features, which are not SpeechBrain's Fbank (pom/export/README.md: what differs). The tiny
+    test model mostly emits blanks: its blank bias is lowered so that every file has tokens."""
+    sherpa_onnx = pytest.importorskip("sherpa_onnx")
+    model = onnx.load(os.path.join(exported, "model.onnx"))
+    (bias,) = [t for t in model.graph.initializer if t.name.endswith("ctc_lin.w.bias")]
+    values = onnx.numpy_helper.to_array(bias).copy()
+    values[0] -= 5.0
+    bias.CopyFrom(onnx.numpy_helper.from_array(values, bias.name))
+    model_path = str(tmp_path / "model.onnx")
+    onnx.save(model, model_path)
+    fbank = Fbank.load(os.path.join(exported, "fbank.npz"))
+    tokens = os.path.join(exported, "tokens.txt")
+    recognizer = sherpa_onnx.OfflineRecognizer.from_zipformer_ctc(
+        model=model_path, tokens=tokens, feature_dim=fbank.n_mels
+    )
+    labels = ctc.Tokens.load(tokens).labels
+    session = ort.InferenceSession(model_path, providers=["CPUExecutionProvider"])
+    for path in test_clean:
+        wav = sf.read(path, dtype="float32")[0]
+        stream = recognizer.create_stream()
+        stream.accept_waveform(RATE, wav)
+        recognizer.decode_stream(stream)
+        kaldi = kaldi_fbank_as_sherpa_onnx(wav, fbank.n_mels)
+        log_probs, _ = session.run(None, {"x": kaldi[None], "x_lens": np.array([len(kaldi)], dtype=np.int64)})
+        assert list(stream.result.tokens) == [labels[i].replace("\u2581", " ") for i in ctc.greedy(log_probs[0])]
+        assert len(stream.result.tokens) > 0
+        ours = fbank(wav)
+        assert abs(len(ours) - len(kaldi)) <= 2 and np.abs(ours[: len(kaldi)] - kaldi[: len(ours)]).max() > 1.0
 
 
 def test_quick_inference_benchmark(run, tmp_path):
