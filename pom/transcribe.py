@@ -54,9 +54,9 @@ import os
 import sys
 
 from pom.runtime import segments
+from pom.runtime.transcriber import DEFAULT_BATCH_SIZE
 
 AUDIO_EXTENSIONS = (".flac", ".wav", ".ogg", ".mp3")
-DEFAULT_BATCH_SIZE = 8
 #: Names this module gives from :mod:`pom.inference.transcriber` (imported on first use: torch).
 _TORCH_NAMES = ("Transcriber", "ModelError", "AudioError")
 

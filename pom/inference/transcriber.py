@@ -33,8 +33,7 @@ from speechbrain.utils.data_utils import batch_pad_right
 from tqdm import tqdm
 
 from pom.export import ExportError, FinetunedRun, write_asr_folder
-
-DEFAULT_BATCH_SIZE = 8
+from pom.runtime.transcriber import DEFAULT_BATCH_SIZE, file_batches
 
 
 class ModelError(RuntimeError):
@@ -155,8 +154,7 @@ class Transcriber:
         :meth:`long_path`, alone), with a tqdm progress bar on stderr (``progress``: None shows it
         when stderr is a terminal); ``self.stats`` then holds the files decoded, their duration
         and the time spent (``audio_s``, ``compute_s``)."""
-        if batch_size < 1:
-            raise ValueError(f"--batch_size must be at least 1, got {batch_size}")
+        file_batches({}, None, batch_size)  # checks batch_size before any file is read
         results, durations = {}, {}
         for i, path in enumerate(paths):
             try:
@@ -168,10 +166,7 @@ class Transcriber:
             except RuntimeError as err:
                 reason = str(err.__cause__ or err).strip().splitlines()
                 results[i] = (path, None, f"{path}: cannot read audio ({reason[0] if reason else 'unknown format'})")
-        order = sorted(durations, key=lambda i: -durations[i])
-        alone = [i for i in order if self.long_path(int(durations[i] * self.sample_rate)) is not None]
-        rest = order[len(alone) :]  # the long files are the first ones
-        batches = [[i] for i in alone] + [rest[k : k + batch_size] for k in range(0, len(rest), batch_size)]
+        batches = file_batches(durations, lambda s: self.long_path(int(s * self.sample_rate)) is not None, batch_size)
         audio_s, compute_s, decoded, following = 0.0, 0.0, 0, 0
         disable = None if progress is None else not progress  # None: shown when stderr is a terminal
         with tqdm(total=len(paths), unit="file", file=sys.stderr, disable=disable, leave=False) as bar:

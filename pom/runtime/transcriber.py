@@ -31,6 +31,22 @@ from pom.runtime.features import Fbank
 
 DEFAULT_BATCH_SIZE = 8
 
+
+def file_batches(durations, is_long, batch_size=DEFAULT_BATCH_SIZE):
+    """Batches of file indices for ``durations`` (``{index: seconds}``): longest first, each long
+    file (``is_long(seconds)``) alone, the others ``batch_size`` at a time (both transcribers).
+
+    >>> file_batches({0: 2.0, 1: 40.0, 2: 3.0, 3: 1.0}, lambda seconds: seconds > 30, 2)
+    [[1], [2, 0], [3]]
+    """
+    if batch_size < 1:
+        raise ValueError(f"--batch_size must be at least 1, got {batch_size}")
+    order = sorted(durations, key=lambda i: -durations[i])
+    alone = [i for i in order if is_long(durations[i])]
+    rest = [i for i in order if not is_long(durations[i])]
+    return [[i] for i in alone] + [rest[k : k + batch_size] for k in range(0, len(rest), batch_size)]
+
+
 __all__ = ["AudioError", "ModelError", "OnnxTranscriber"]
 
 
@@ -165,8 +181,7 @@ class OnnxTranscriber:
         their order; files in padded batches of ``batch_size`` sorted by duration, a long file
         alone; ``self.stats``: files, ``audio_s``, ``compute_s`` (``progress`` is accepted for
         the PyTorch transcriber's signature; nothing is drawn)."""
-        if batch_size < 1:
-            raise ValueError(f"--batch_size must be at least 1, got {batch_size}")
+        file_batches({}, None, batch_size)  # checks batch_size before any file is read
         results, durations = {}, {}
         for i, path in enumerate(paths):
             try:
@@ -175,10 +190,7 @@ class OnnxTranscriber:
                 durations[i] = audio_info(path)[0]
             except AudioError as err:
                 results[i] = (path, None, str(err))
-        order = sorted(durations, key=lambda i: -durations[i])
-        alone = [i for i in order if self.long_path(int(durations[i] * self.sample_rate))]
-        rest = order[len(alone) :]
-        batches = [[i] for i in alone] + [rest[k : k + batch_size] for k in range(0, len(rest), batch_size)]
+        batches = file_batches(durations, lambda s: self.long_path(int(s * self.sample_rate)) is not None, batch_size)
         audio_s = compute_s = 0.0
         decoded, following = 0, 0
         for indices in batches:
