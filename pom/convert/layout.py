@@ -120,6 +120,29 @@ def import_dotted(name, where="encoder_config.json"):
 
 
 # ---------------------------------------------------------------------- our model
+def cnn_front_end(config):
+    """SpeechBrain's ``ConvolutionFrontEnd`` of the recipes (CNN_BLOCKS blocks of one
+    kernel-CNN_KERNEL, stride-CNN_STRIDE convolution) for an encoder configuration's
+    ``n_mels`` and ``cnn_channels``: ``[B, T, n_mels] -> [B, T / 4, n_mels / 4, channels]``.
+
+    Example
+    -------
+    >>> cnn_front_end({"n_mels": 80, "cnn_channels": [4, 2]})(torch.randn(1, 16, 80)).shape
+    torch.Size([1, 4, 20, 2])
+    """
+    from speechbrain.lobes.models.convolution import ConvolutionFrontEnd
+
+    return ConvolutionFrontEnd(
+        input_shape=[8, 10, config["n_mels"]],
+        num_blocks=CNN_BLOCKS,
+        num_layers_per_block=1,
+        out_channels=tuple(config["cnn_channels"]),
+        kernel_sizes=(CNN_KERNEL,) * CNN_BLOCKS,
+        strides=(CNN_STRIDE,) * CNN_BLOCKS,
+        residuals=(False,) * CNN_BLOCKS,
+    )
+
+
 def build_pretrained_model(config):
     """``torch.nn.ModuleList([CNN, MixerEncoder])`` built from an encoder
     configuration (the dict of ``encoder_config.json``) as
@@ -135,17 +158,7 @@ def build_pretrained_model(config):
     >>> model[1](model[0](torch.randn(2, 16, 80))).shape
     torch.Size([2, 4, 8])
     """
-    from speechbrain.lobes.models.convolution import ConvolutionFrontEnd
-
-    cnn = ConvolutionFrontEnd(
-        input_shape=[8, 10, config["n_mels"]],
-        num_blocks=CNN_BLOCKS,
-        num_layers_per_block=1,
-        out_channels=tuple(config["cnn_channels"]),
-        kernel_sizes=(CNN_KERNEL,) * CNN_BLOCKS,
-        strides=(CNN_STRIDE,) * CNN_BLOCKS,
-        residuals=(False,) * CNN_BLOCKS,
-    )
+    cnn = cnn_front_end(config)
     encoder = MixerEncoder(
         input_size=config["cnn_output_size"],
         d_model=config["d_model"],

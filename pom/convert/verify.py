@@ -106,20 +106,11 @@ def source_from_settings(config, attention_type, source_mixer=None):
     """SpeechBrain's ``[ConvolutionFrontEnd, EncoderWrapper(TransformerASR)]``
     from a conversion's settings; ``source_mixer(config)`` replaces each
     layer's ``mha_layer`` when SpeechBrain lacks the source's mixer."""
-    from speechbrain.lobes.models.convolution import ConvolutionFrontEnd
     from speechbrain.lobes.models.transformer.TransformerASR import EncoderWrapper, TransformerASR
 
-    from pom.convert.layout import CNN_BLOCKS, CNN_KERNEL, CNN_STRIDE
+    from pom.convert.layout import cnn_front_end
 
-    cnn = ConvolutionFrontEnd(
-        input_shape=(8, 10, config["n_mels"]),
-        num_blocks=CNN_BLOCKS,
-        num_layers_per_block=1,
-        out_channels=tuple(config["cnn_channels"]),
-        kernel_sizes=(CNN_KERNEL,) * CNN_BLOCKS,
-        strides=(CNN_STRIDE,) * CNN_BLOCKS,
-        residuals=(False,) * CNN_BLOCKS,
-    )
+    cnn = cnn_front_end(config)
     activation = import_dotted(config["activation"])
     absolute = config["positional_encoding"] or attention_type == "RelPosMHAXL"  # RelPosMHAXL: relative ones
     transformer = TransformerASR(

@@ -26,12 +26,11 @@ Its passes:
 
 An input longer than ``long_seconds`` (each of a batch: a long one is decoded
 alone) takes ``segments`` (``long_form="auto"``, the default) or ``whole``.
-Why segments by default: with the ``make demo`` model (greedy decoding on
-synthetic test-clean utterances concatenated), a whole-file PoM pass loses 1.4
-CER points at 30 s, 3.9 at 10 min and 5.1 at 25 min against decoding each
-utterance alone (its state averages the whole input, and the model was trained
-on utterances of a few seconds); 20 s windows overlapping by 4 s lose 0.8 at
-most (``benchmarks/README.md``, "Long recordings").
+Why segments by default: a model trained on utterances of a few seconds loses
+accuracy in one whole-file PoM pass (its state averages the whole input); windows
+near the length of its training utterances lose less (the ``make demo`` model:
++10 CER points in one pass at 10 min, +3.1 with 20 s windows, +1.5 with 6 s;
+``benchmarks/README.md``, "Long recordings").
 
 Example
 -------
