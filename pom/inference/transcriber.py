@@ -24,7 +24,6 @@ Authors
 import os
 import sys
 import tempfile
-import time
 
 import torch
 from speechbrain.dataio import audio_io
@@ -33,15 +32,21 @@ from speechbrain.utils.data_utils import batch_pad_right
 from tqdm import tqdm
 
 from pom.export import ExportError, FinetunedRun, write_asr_folder
-from pom.runtime.transcriber import DEFAULT_BATCH_SIZE, file_batches
+from pom.runtime.audio import AudioError
+from pom.runtime.transcriber import DEFAULT_BATCH_SIZE, transcribe_in_batches
 
 
 class ModelError(RuntimeError):
     """The model folder cannot be used."""
 
 
-class AudioError(RuntimeError):
-    """An audio file cannot be read."""
+def audio_duration(path):
+    """Seconds of an audio file (SpeechBrain's ``audio_io.info``), or an :class:`AudioError`."""
+    try:
+        return audio_io.info(path).duration
+    except RuntimeError as err:
+        reason = str(err.__cause__ or err).strip().splitlines()
+        raise AudioError(f"{path}: cannot read audio ({reason[0] if reason else 'unknown format'})") from None
 
 
 class Transcriber:
@@ -154,43 +159,17 @@ class Transcriber:
         :meth:`long_path`, alone), with a tqdm progress bar on stderr (``progress``: None shows it
         when stderr is a terminal); ``self.stats`` then holds the files decoded, their duration
         and the time spent (``audio_s``, ``compute_s``)."""
-        file_batches({}, None, batch_size)  # checks batch_size before any file is read
-        results, durations = {}, {}
-        for i, path in enumerate(paths):
-            try:
-                if not os.path.isfile(path):
-                    raise AudioError(f"{path}: no such file")
-                durations[i] = audio_io.info(path).duration
-            except AudioError as err:
-                results[i] = (path, None, str(err))
-            except RuntimeError as err:
-                reason = str(err.__cause__ or err).strip().splitlines()
-                results[i] = (path, None, f"{path}: cannot read audio ({reason[0] if reason else 'unknown format'})")
-        batches = file_batches(durations, lambda s: self.long_path(int(s * self.sample_rate)) is not None, batch_size)
-        audio_s, compute_s, decoded, following = 0.0, 0.0, 0, 0
+        self.stats = {}
         disable = None if progress is None else not progress  # None: shown when stderr is a terminal
         with tqdm(total=len(paths), unit="file", file=sys.stderr, disable=disable, leave=False) as bar:
-            bar.update(len(results))
-            for indices in batches:
-                begin = time.perf_counter()
-                batch = []
-                for i in indices:
-                    try:
-                        batch.append((i, self.load_audio(paths[i])))
-                    except AudioError as err:
-                        results[i] = (paths[i], None, str(err))
-                if batch:
-                    wavs, lens = batch_pad_right([wav for _, wav in batch])
-                    for (i, wav), text in zip(batch, self.transcribe_batch(wavs, lens)):
-                        results[i] = (paths[i], text, None)
-                        audio_s += wav.numel() / self.sample_rate
-                        decoded += 1
-                compute_s += time.perf_counter() - begin
-                bar.update(len(indices))
-                while following in results:
-                    yield results.pop(following)
-                    following += 1
-        while following in results:
-            yield results.pop(following)
-            following += 1
-        self.stats = {"files": decoded, "audio_s": audio_s, "compute_s": compute_s}
+            yield from transcribe_in_batches(
+                paths,
+                duration=audio_duration,
+                load=self.load_audio,
+                decode=lambda wavs: self.transcribe_batch(*batch_pad_right(wavs)),
+                is_long=lambda seconds: self.long_path(int(seconds * self.sample_rate)) is not None,
+                sample_rate=self.sample_rate,
+                batch_size=batch_size,
+                stats=self.stats,
+                advance=bar.update,
+            )

@@ -47,6 +47,67 @@ def file_batches(durations, is_long, batch_size=DEFAULT_BATCH_SIZE):
     return [[i] for i in alone] + [rest[k : k + batch_size] for k in range(0, len(rest), batch_size)]
 
 
+def transcribe_in_batches(paths, duration, load, decode, is_long, sample_rate, batch_size, stats, advance=None):
+    """The file loop of both transcribers. Yields ``(path, transcript, None)`` or ``(path, None,
+    error)`` for each of ``paths`` (a missing file: "no such file"), in their order, while
+    decoding them in :func:`file_batches`.
+    ``duration(path)`` (seconds) and ``load(path)`` (a waveform ``[samples]``) raise
+    :class:`AudioError` with a one-line message; ``decode(waveforms)`` gives their transcripts;
+    ``is_long(seconds)`` sends a file to a batch of its own; ``advance(n)`` is called after ``n``
+    files; the dict ``stats`` receives ``files``, ``audio_s`` (at ``sample_rate``) and ``compute_s``.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> lengths = {os.path.join(folder, name): n for name, n in (("a.flac", 8), ("b.flac", 4))}
+    >>> for path in lengths:
+    ...     open(path, "w").close()
+    >>> paths = sorted(lengths) + [os.path.join(folder, "missing.flac")]
+    >>> stats = {}
+    >>> out = transcribe_in_batches(paths, lambda p: lengths[p] / 4, lambda p: [0.0] * lengths[p],
+    ...                             lambda wavs: [f"{len(w)} samples" for w in wavs], lambda s: False, 4, 2, stats)
+    >>> [(text, error and os.path.basename(error)) for _, text, error in out]
+    [('8 samples', None), ('4 samples', None), (None, 'missing.flac: no such file')]
+    >>> stats["files"], stats["audio_s"]
+    (2, 3.0)
+    """
+    file_batches({}, None, batch_size)  # checks batch_size before any file is read
+    advance = advance or (lambda n: None)
+    results, durations = {}, {}
+    for i, path in enumerate(paths):
+        try:
+            if not os.path.isfile(path):
+                raise AudioError(f"{path}: no such file")
+            durations[i] = duration(path)
+        except AudioError as err:
+            results[i] = (path, None, str(err))
+    advance(len(results))
+    audio_s, compute_s, decoded, following = 0.0, 0.0, 0, 0
+    for indices in file_batches(durations, is_long, batch_size):
+        begin = time.perf_counter()
+        loaded = []
+        for i in indices:
+            try:
+                loaded.append((i, load(paths[i])))
+            except AudioError as err:
+                results[i] = (paths[i], None, str(err))
+        texts = decode([wav for _, wav in loaded]) if loaded else []
+        for (i, wav), text in zip(loaded, texts):
+            results[i] = (paths[i], text, None)
+            audio_s += len(wav) / sample_rate
+            decoded += 1
+        compute_s += time.perf_counter() - begin
+        advance(len(indices))
+        while following in results:
+            yield results.pop(following)
+            following += 1
+    while following in results:
+        yield results.pop(following)
+        following += 1
+    stats.update(files=decoded, audio_s=audio_s, compute_s=compute_s)
+
+
 __all__ = ["AudioError", "ModelError", "OnnxTranscriber"]
 
 
@@ -181,39 +242,20 @@ class OnnxTranscriber:
         their order; files in padded batches of ``batch_size`` sorted by duration, a long file
         alone; ``self.stats``: files, ``audio_s``, ``compute_s`` (``progress`` is accepted for
         the PyTorch transcriber's signature; nothing is drawn)."""
-        file_batches({}, None, batch_size)  # checks batch_size before any file is read
-        results, durations = {}, {}
-        for i, path in enumerate(paths):
-            try:
-                if not os.path.isfile(path):
-                    raise AudioError(f"{path}: no such file")
-                durations[i] = audio_info(path)[0]
-            except AudioError as err:
-                results[i] = (path, None, str(err))
-        batches = file_batches(durations, lambda s: self.long_path(int(s * self.sample_rate)) is not None, batch_size)
-        audio_s = compute_s = 0.0
-        decoded, following = 0, 0
-        for indices in batches:
-            begin = time.perf_counter()
-            loaded = []
-            for i in indices:
-                try:
-                    loaded.append((i, read_audio(paths[i], self.sample_rate)))
-                except AudioError as err:
-                    results[i] = (paths[i], None, str(err))
-            if len(loaded) == 1:
-                outputs = [self.log_probs(loaded[0][1])]
-            elif loaded:
-                outputs = self.run([self.fbank(wav) for _, wav in loaded])
-            for (i, wav), out in zip(loaded, outputs if loaded else []):
-                results[i] = (paths[i], self.decode(out), None)
-                audio_s += len(wav) / self.sample_rate
-                decoded += 1
-            compute_s += time.perf_counter() - begin
-            while following in results:
-                yield results.pop(following)
-                following += 1
-        while following in results:
-            yield results.pop(following)
-            following += 1
-        self.stats = {"files": decoded, "audio_s": audio_s, "compute_s": compute_s}
+        self.stats = {}
+        yield from transcribe_in_batches(
+            paths,
+            duration=lambda path: audio_info(path)[0],
+            load=lambda path: read_audio(path, self.sample_rate),
+            decode=self.decode_waveforms,
+            is_long=lambda seconds: self.long_path(int(seconds * self.sample_rate)) is not None,
+            sample_rate=self.sample_rate,
+            batch_size=batch_size,
+            stats=self.stats,
+        )
+
+    def decode_waveforms(self, wavs):
+        """Transcripts of waveforms: one alone (a long one in segments), several in a padded batch."""
+        if len(wavs) == 1:
+            return [self.transcribe(wavs[0])]
+        return [self.decode(out) for out in self.run([self.fbank(wav) for wav in wavs])]
