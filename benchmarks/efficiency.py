@@ -51,6 +51,7 @@ if __name__ == "__main__" and not __package__:  # run as a file: the package ben
 import torch  # noqa: E402
 
 from benchmarks import common  # noqa: E402
+from pom.measure import encoders as measure_encoders  # noqa: E402
 from pom.parameters import count_parameters  # noqa: E402
 
 DEFAULT_MIXERS = ["relposmhaxl", "mha", "summarymixing", "pom", "pom_chunked", "pom_fused"]
@@ -184,11 +185,7 @@ def run_config_subprocess(cfg, timeout):
 # Outputs
 # --------------------------------------------------------------------------- #
 def write_csv(rows, path):
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({key: row.get(key, "") for key in CSV_FIELDS})
+    measure_encoders.write_csv(rows, path, fields=CSV_FIELDS)
 
 
 def read_csv(path):

@@ -234,10 +234,9 @@ def long_recording(run, seconds, path):
 
 
 def report(rows, args, cer, out):
-    with open(os.path.join(out, "inference.csv"), "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
+    from pom.measure.encoders import write_csv  # here: the measuring workers import no torch
+
+    write_csv(rows, os.path.join(out, "inference.csv"), fields=FIELDS)
     lines = [
         "# Inference: PyTorch eager vs ONNX Runtime fp32 and int8", "",
         f"{datetime.date.today()}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "

@@ -5,6 +5,7 @@ import csv
 import math
 
 from benchmarks import common
+from pom.measure import encoders as measure_encoders
 from pom.measure.encoders import draw_encoders, encoder_sources, encoder_table
 from pom.measure.plots import draw_against_length, length_label
 
@@ -27,11 +28,7 @@ def read_csv(path):
 
 
 def write_csv(rows, path):
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({key: row.get(key, "") for key in CSV_FIELDS})
+    measure_encoders.write_csv(rows, path, fields=CSV_FIELDS)
 
 
 def _num(value, fmt):
